@@ -1,10 +1,17 @@
 // GGUF v3 reader: maps a model file, validates every size and offset, and exposes its metadata and
 // tensor table. A truncated or malformed file is an absl::Status naming the problem, never a crash.
 //
-//   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<loom::gguf::GgufFile> f, loom::gguf::GgufFile::Open(path));
+//   using loom::gguf::GgufFile;
+//   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<GgufFile> f, GgufFile::Open(path));
 //   LOOM_ASSIGN_OR_RETURN(uint32_t layers, f->GetUint32("llama.block_count"));
 //   const loom::gguf::TensorInfo* t = f->FindTensor("token_embd.weight");
 //   // t->data points at t->size_bytes bytes inside the mapping, valid while `f` lives.
+//
+// Open() rejects, with a message naming the key or tensor: versions other than 3, truncation
+// anywhere, counts and lengths larger than the bytes left, duplicate keys or tensor names,
+// n_dims > 4, tensor types unknown to kernels::DType or not kernels::IsSupported, ne[0] not a
+// multiple of the block size, size overflow, misaligned / out-of-file / overlapping tensor data,
+// and a `general.alignment` that is not a non-zero power of two.
 #pragma once
 
 #include <cstddef>
@@ -12,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -41,6 +49,8 @@ std::string_view ValueTypeName(ValueType t);
 
 // One metadata value. Scalars of every integer type are kept in `i` (uint64 in `u`), floats in
 // `f`, strings in `s`; arrays keep their element type and the elements in `array`.
+// The reader also sets `u` for every non-negative integer and `i` for a uint64 that fits int64,
+// so `i`/`u` can be read without switching on the integer type. Bools are in `b` only.
 struct Value {
   ValueType type = ValueType::kUint8;
   int64_t i = 0;
@@ -79,6 +89,8 @@ class GgufFile {
   uint32_t version() const { return version_; }
   size_t alignment() const { return alignment_; }
   size_t file_size() const { return size_; }
+  // Offset of the (aligned) data section from the start of the file.
+  size_t data_offset() const { return data_offset_; }
 
   // Metadata in file order, and lookup by key (nullptr when absent).
   const std::vector<std::pair<std::string, Value>>& metadata() const { return metadata_; }
@@ -97,17 +109,25 @@ class GgufFile {
 
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   const TensorInfo* FindTensor(std::string_view name) const;
+  // Like FindTensor, but NotFound (naming the tensor) when absent.
+  absl::StatusOr<const TensorInfo*> GetTensor(std::string_view name) const;
 
  private:
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const;
+  };
+
   GgufFile() = default;
   absl::Status Parse();
 
   const uint8_t* base_ = nullptr;  // whole file
   size_t size_ = 0;
   void* mapping_ = nullptr;  // mmap'd region, or nullptr when the bytes live in `buffer_`
-  std::string buffer_;
+  // FromBuffer's copy: exactly size_ bytes (so sanitizers catch any overread), 64-byte aligned.
+  std::unique_ptr<uint8_t[], AlignedDelete> buffer_;
   uint32_t version_ = 0;
   size_t alignment_ = 32;
+  size_t data_offset_ = 0;
   std::vector<std::pair<std::string, Value>> metadata_;
   absl::flat_hash_map<std::string, size_t> metadata_index_;
   std::vector<TensorInfo> tensors_;

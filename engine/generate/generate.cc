@@ -1,0 +1,121 @@
+#include "engine/generate/generate.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace loom::engine {
+namespace {
+
+double Since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Earliest position in `text` at or after `from` where any stop string starts; npos if none.
+size_t FindStop(const std::string& text, const std::vector<std::string>& stops, size_t from) {
+  size_t best = std::string::npos;
+  for (const std::string& s : stops) {
+    if (s.empty()) continue;
+    size_t start = from >= s.size() ? from - s.size() + 1 : 0;
+    size_t p = text.find(s, start);
+    if (p < best) best = p;
+  }
+  return best;
+}
+
+// Length of the longest suffix of `text` that is a proper prefix of a stop string.
+size_t HeldBack(const std::string& text, const std::vector<std::string>& stops) {
+  size_t hold = 0;
+  for (const std::string& s : stops) {
+    if (s.empty()) continue;
+    for (size_t n = std::min(s.size() - 1, text.size()); n > hold; --n) {
+      if (text.compare(text.size() - n, n, s, 0, n) == 0) {
+        hold = n;
+        break;
+      }
+    }
+  }
+  return hold;
+}
+
+}  // namespace
+
+absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Tokenizer& tokenizer,
+                                        KvSequence& kv, std::span<const int32_t> prompt,
+                                        const GenerateOptions& options,
+                                        const std::function<bool(const TokenEvent&)>& on_token) {
+  LOOM_RETURN_IF_ERROR(options.sampling.Validate());
+  if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
+  if (options.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
+  if (kv.size() >= static_cast<int>(prompt.size())) kv.Truncate(static_cast<int>(prompt.size()) - 1);
+  const int64_t need = static_cast<int64_t>(prompt.size()) + options.max_tokens;
+  if (need > kv.capacity()) {
+    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt.size(), " tokens plus max_tokens ",
+                                              options.max_tokens, " exceeds the context of ",
+                                              kv.capacity(), " tokens"));
+  }
+  GenerateResult result;
+  result.prompt_tokens = static_cast<int>(prompt.size());
+  std::vector<int32_t> history(prompt.begin(), prompt.end());
+  std::vector<float> logits;
+
+  auto t0 = std::chrono::steady_clock::now();
+  const int chunk = options.prefill_chunk > 0 ? options.prefill_chunk : 512;
+  for (size_t pos = kv.size(); pos < prompt.size();) {
+    size_t n = std::min<size_t>(chunk, prompt.size() - pos);
+    SeqBatch b{&kv, prompt.subspan(pos, n), false};
+    LOOM_RETURN_IF_ERROR(backend.Forward({&b, 1}, &logits));
+    pos += n;
+  }
+  result.prefill_seconds = Since(t0);
+
+  sampler::Sampler sampler(options.sampling, options.default_seed);
+  tokenizer::StreamDecoder decoder(tokenizer);
+  result.finish_reason = "length";
+  size_t emitted = 0;  // bytes of result.text passed to on_token
+  auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < options.max_tokens; ++i) {
+    if (i > 0) {
+      SeqBatch b{&kv, std::span<const int32_t>(&history.back(), 1), false};
+      LOOM_RETURN_IF_ERROR(backend.Forward({&b, 1}, &logits));
+    }
+    const int32_t tok = sampler.Sample(logits, history);
+    history.push_back(tok);
+    if (options.stop_at_eog && tokenizer.IsEog(tok)) {
+      result.finish_reason = "stop";
+      break;
+    }
+    result.tokens.push_back(tok);
+    result.text += decoder.Push(tok);
+    bool stopped = false;
+    size_t release = result.text.size();
+    if (!options.stop.empty()) {
+      size_t at = FindStop(result.text, options.stop, emitted);
+      if (at != std::string::npos) {
+        result.text.resize(at);
+        release = at;
+        stopped = true;
+      } else {
+        release -= HeldBack(result.text, options.stop);  // may be the start of a stop string
+      }
+    }
+    if (release > emitted) {
+      std::string_view delta(result.text.data() + emitted, release - emitted);
+      emitted = release;
+      if (on_token && !on_token(TokenEvent{tok, delta})) stopped = true;
+    }
+    if (stopped) {
+      result.finish_reason = "stop";
+      break;
+    }
+  }
+  if (result.finish_reason == "length") result.text += decoder.Flush();
+  if (result.text.size() > emitted && on_token) {
+    on_token(TokenEvent{-1, std::string_view(result.text).substr(emitted)});
+  }
+  result.decode_seconds = Since(t1);
+  return result;
+}
+
+}  // namespace loom::engine

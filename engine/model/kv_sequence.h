@@ -1,0 +1,52 @@
+// The key/value cache of one sequence: fp16 K and V rows for every layer and position, contiguous
+// per layer (the layout the CPU attention kernel reads). The paged cache of the serving engine hands
+// out these rows by block; this is the simple form a single generation uses.
+//
+//   loom::engine::KvSequence kv(model.config(), /*capacity=*/2048);
+//   backend->Forward({{&kv, prompt_tokens, false}}, &logits);  // appends prompt K/V, kv.size() grows
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "engine/model/model_config.h"
+#include "kernels/dtype.h"
+
+namespace loom::engine {
+
+class KvSequence {
+ public:
+  KvSequence(const ModelConfig& config, int capacity)
+      : n_layers_(config.n_layers),
+        kv_dim_(config.kv_dim()),
+        capacity_(capacity),
+        k_(static_cast<size_t>(n_layers_) * capacity * kv_dim_),
+        v_(static_cast<size_t>(n_layers_) * capacity * kv_dim_) {}
+
+  int size() const { return size_; }
+  int capacity() const { return capacity_; }
+  int kv_dim() const { return kv_dim_; }
+  // Forgets positions >= n (e.g. to reuse a shared prefix).
+  void Truncate(int n) { size_ = n < size_ ? n : size_; }
+  void Clear() { size_ = 0; }
+  // Marks `n` more positions as filled; the backend writes them first.
+  void Advance(int n) { size_ += n; }
+
+  kernels::fp16_t* K(int layer, int pos) { return &k_[Index(layer, pos)]; }
+  kernels::fp16_t* V(int layer, int pos) { return &v_[Index(layer, pos)]; }
+  const kernels::fp16_t* K(int layer, int pos) const { return &k_[Index(layer, pos)]; }
+  const kernels::fp16_t* V(int layer, int pos) const { return &v_[Index(layer, pos)]; }
+
+ private:
+  size_t Index(int layer, int pos) const {
+    return (static_cast<size_t>(layer) * capacity_ + pos) * kv_dim_;
+  }
+  int n_layers_;
+  int kv_dim_;
+  int capacity_;
+  int size_ = 0;
+  std::vector<kernels::fp16_t> k_;
+  std::vector<kernels::fp16_t> v_;
+};
+
+}  // namespace loom::engine

@@ -1,0 +1,92 @@
+// Internals of the CPU kernels: which code path runs, and the per-path entry points that the public
+// functions of kernels/kernels.h dispatch to. Tests use SetPathForTesting to run both paths:
+//
+//   if (loom::kernels::cpu::SetPathForTesting(loom::kernels::cpu::Path::kAvx2)) { ... }
+//   loom::kernels::cpu::SetPathForTesting(loom::kernels::cpu::Path::kScalar);
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/dtype.h"
+#include "kernels/kernels.h"
+
+namespace loom::kernels::cpu {
+
+enum class Path { kScalar, kAvx2 };
+
+// True when the binary has the AVX2 code and the CPU (and OS) support AVX2, FMA and F16C.
+bool Avx2Supported();
+// The path in use: AVX2 when supported unless LOOM_FORCE_SCALAR=1, or what a test selected.
+Path ActivePath();
+inline bool UseAvx2() { return ActivePath() == Path::kAvx2; }
+// Selects `p` for the whole process (tests only); false, and no change, when `p` is unsupported.
+bool SetPathForTesting(Path p);
+
+// Reports a kernel called with a type it does not handle (a caller bug: load-time checks with
+// IsSupported() exclude it) and aborts.
+[[noreturn]] void UnsupportedType(const char* kernel, DType t);
+
+// Per-thread scratch memory (grown as needed, 64-byte aligned, contents undefined); `slot` tells
+// independent users apart. Lives in a scalar file so the AVX2 files need no std containers (their
+// out-of-line template copies could otherwise be picked by the linker for the scalar path).
+uint8_t* Scratch(int slot, size_t bytes);
+enum ScratchSlot : int {
+  kScratchAttnQ = 0,     // AttentionHead: q rounded to fp16
+  kScratchAttnAcc = 1,   // AttentionHead: output accumulators
+  kScratchMatX = 2,      // MatMulRows: activations repacked for the kernel
+  kScratchMatTile = 3,   // MatMulRows: per-token-tile scale vectors
+  kScratchMatW = 4,      // MatMulRows: weight scales of a chunk of rows
+};
+
+// Dot of k elements of one weight row with one activation row (ggml's vec_dot_<w>_<x>).
+using DotFn = float (*)(int64_t k, const void* w, const void* x);
+
+// Portable code, bit-faithful to ggml's generic (non-SIMD) kernels.
+namespace scalar {
+void QuantizeRowQ8_0(const float* x, BlockQ8_0* y, int64_t n);
+void QuantizeRowQ8_1(const float* x, BlockQ8_1* y, int64_t n);
+void QuantizeRowQ8_K(const float* x, BlockQ8_K* y, int64_t n);
+float DotQ4_0Q8_0(int64_t k, const void* w, const void* x);
+float DotQ4_1Q8_1(int64_t k, const void* w, const void* x);
+float DotQ8_0Q8_0(int64_t k, const void* w, const void* x);
+float DotQ4_KQ8_K(int64_t k, const void* w, const void* x);
+float DotQ6_KQ8_K(int64_t k, const void* w, const void* x);
+float DotF32(int64_t k, const void* w, const void* x);
+float DotF16(int64_t k, const void* w, const void* x);
+float DotBF16(int64_t k, const void* w, const void* x);
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
+void SwiGlu(const float* gate, const float* up, float* y, int64_t n);
+void Add(const float* a, const float* b, float* y, int64_t n);
+void Softmax(float* x, int64_t n);
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* scores, float* out);
+}  // namespace scalar
+
+// AVX2 + FMA + F16C code (the *_avx2.cc files); call only when UseAvx2().
+namespace avx2 {
+void QuantizeRowQ8_0(const float* x, BlockQ8_0* y, int64_t n);
+void QuantizeRowQ8_1(const float* x, BlockQ8_1* y, int64_t n);
+void Fp32ToFp16Row(const float* x, fp16_t* y, int64_t n);
+void Fp16ToFp32Row(const fp16_t* x, float* y, int64_t n);
+float DotQ4_0Q8_0(int64_t k, const void* w, const void* x);
+float DotQ4_1Q8_1(int64_t k, const void* w, const void* x);
+float DotQ8_0Q8_0(int64_t k, const void* w, const void* x);
+float DotF32(int64_t k, const void* w, const void* x);
+float DotF16(int64_t k, const void* w, const void* x);
+// MatMulRows for one weight type (kernels.h describes the arguments).
+void MatMulQ4_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
+                int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+void MatMulQ4_1(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
+                int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+void MatMulQ8_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
+                int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps);
+void SwiGlu(const float* gate, const float* up, float* y, int64_t n);
+void Add(const float* a, const float* b, float* y, int64_t n);
+void Softmax(float* x, int64_t n);
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* scores, float* out);
+}  // namespace avx2
+
+}  // namespace loom::kernels::cpu

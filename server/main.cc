@@ -1,0 +1,36 @@
+// The loom binary: one entry point, one subcommand per job.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "server/cli.h"
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: loom <command> [flags]\n"
+    "commands:\n"
+    "  generate  --prompt TEXT [--chat] [--system TEXT] [--max-tokens N] [--temperature T]\n"
+    "            [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
+    "            [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop S]\n"
+    "            [--threads N] [--ctx N] [--model PATH] [--backend cpu] [--ignore-eos]\n"
+    "  chat      interactive chat with the model (same flags, no --prompt)\n";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  if (cmd == "generate") return loom::server::RunGenerate(args);
+  if (cmd == "chat") return loom::server::RunChat(args);
+  if (cmd == "--help" || cmd == "-h" || cmd == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  std::fprintf(stderr, "loom: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  return 2;
+}

@@ -1,0 +1,311 @@
+// The CPU forward on a tiny random-weight Llama written as GGUF in memory: it must agree with a
+// naive double-precision forward (within the error activation quantization allows), be the same
+// whether tokens arrive together or one by one and whether sequences share a batch, and reject bad
+// input with a clear error that leaves the cache untouched.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/gguf/gguf_writer.h"
+#include "engine/model/backend.h"
+#include "engine/model/model.h"
+#include "gtest/gtest.h"
+#include "kernels/kernels.h"
+
+namespace loom::engine {
+namespace {
+
+using kernels::DType;
+
+constexpr int kLayers = 2, kDim = 64, kHeads = 4, kKvHeads = 2, kFfn = 128, kVocab = 96;
+constexpr int kHeadDim = kDim / kHeads;
+
+// Q4_1 quantization as ggml's reference does it (min/max per block of 32).
+std::string QuantizeQ4_1(const std::vector<float>& x) {
+  std::string out;
+  for (size_t b = 0; b < x.size(); b += 32) {
+    float lo = x[b], hi = x[b];
+    for (int j = 0; j < 32; ++j) lo = std::min(lo, x[b + j]), hi = std::max(hi, x[b + j]);
+    const float d = (hi - lo) / 15.0f;
+    const float id = d != 0 ? 1.0f / d : 0.0f;
+    kernels::BlockQ4_1 blk;
+    blk.d = kernels::Fp32ToFp16(d);
+    blk.m = kernels::Fp32ToFp16(lo);
+    for (int j = 0; j < 16; ++j) {
+      int q0 = std::min(15, static_cast<int>((x[b + j] - lo) * id + 0.5f));
+      int q1 = std::min(15, static_cast<int>((x[b + j + 16] - lo) * id + 0.5f));
+      blk.qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
+    }
+    out.append(reinterpret_cast<const char*>(&blk), sizeof(blk));
+  }
+  return out;
+}
+
+std::string QuantizeAs(DType t, const std::vector<float>& x) {
+  if (t == DType::kQ4_1) return QuantizeQ4_1(x);
+  std::string out(kernels::RowBytes(t, static_cast<int64_t>(x.size())), '\0');
+  if (t == DType::kF32) {
+    std::memcpy(out.data(), x.data(), out.size());
+  } else if (t == DType::kF16) {
+    kernels::Fp32ToFp16Row(x.data(), reinterpret_cast<kernels::fp16_t*>(out.data()),
+                           static_cast<int64_t>(x.size()));
+  } else {
+    kernels::QuantizeRow(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
+  }
+  return out;
+}
+
+class TinyModel : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::mt19937 rng(42);
+    std::normal_distribution<float> nd(0.0f, 0.5f);
+    gguf::GgufWriter w;
+    w.AddString("general.architecture", "llama");
+    w.AddString("general.name", "tiny");
+    w.AddUint32("llama.block_count", kLayers);
+    w.AddUint32("llama.context_length", 256);
+    w.AddUint32("llama.embedding_length", kDim);
+    w.AddUint32("llama.feed_forward_length", kFfn);
+    w.AddUint32("llama.attention.head_count", kHeads);
+    w.AddUint32("llama.attention.head_count_kv", kKvHeads);
+    w.AddUint32("llama.rope.dimension_count", kHeadDim);
+    w.AddFloat32("llama.rope.freq_base", 10000.0f);
+    w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    w.AddUint32("llama.vocab_size", kVocab);
+    auto add = [&](const std::string& name, DType t, int64_t ne0, int64_t ne1, float scale) {
+      std::vector<float> v(ne0 * ne1);
+      for (float& x : v) x = nd(rng) * scale;
+      std::string bytes;
+      for (int64_t r = 0; r < ne1; ++r) {
+        bytes += QuantizeAs(t, std::vector<float>(v.begin() + r * ne0, v.begin() + (r + 1) * ne0));
+      }
+      if (ne1 == 1) {
+        w.AddTensor(name, t, {ne0}, bytes);
+      } else {
+        w.AddTensor(name, t, {ne0, ne1}, bytes);
+      }
+    };
+    auto add_norm = [&](const std::string& name) {
+      std::vector<float> v(kDim);
+      for (float& x : v) x = 1.0f + 0.1f * nd(rng);
+      w.AddTensorF32(name, {kDim}, v);
+    };
+    add("token_embd.weight", DType::kQ8_0, kDim, kVocab, 1.0f);
+    add_norm("output_norm.weight");
+    // Layer 0 in Q4_1 (the real model's type), layer 1 in other types the loader accepts.
+    const DType types[kLayers] = {DType::kQ4_1, DType::kF16};
+    for (int l = 0; l < kLayers; ++l) {
+      const std::string p = "blk." + std::to_string(l) + ".";
+      add_norm(p + "attn_norm.weight");
+      add_norm(p + "ffn_norm.weight");
+      add(p + "attn_q.weight", types[l], kDim, kDim, 0.3f);
+      add(p + "attn_k.weight", types[l], kDim, kKvHeads * kHeadDim, 0.3f);
+      add(p + "attn_v.weight", l == 1 ? DType::kQ8_0 : types[l], kDim, kKvHeads * kHeadDim, 0.3f);
+      add(p + "attn_output.weight", types[l], kDim, kDim, 0.3f);
+      add(p + "ffn_gate.weight", types[l], kDim, kFfn, 0.3f);
+      add(p + "ffn_up.weight", l == 1 ? DType::kF32 : types[l], kDim, kFfn, 0.3f);
+      add(p + "ffn_down.weight", types[l], kFfn, kDim, 0.3f);
+    }
+    auto bytes = w.Serialize();
+    ASSERT_TRUE(bytes.ok()) << bytes.status();
+    auto file = gguf::GgufFile::FromBuffer(*bytes);
+    ASSERT_TRUE(file.ok()) << file.status();
+    auto model = Model::FromFile(std::move(*file));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model);
+  }
+
+  std::vector<float> Dequant(const WeightTensor& t) const {
+    std::vector<float> out(t.ne0 * t.ne1);
+    for (int64_t r = 0; r < t.ne1; ++r) kernels::DequantizeRow(t.type, t.Row(r), &out[r * t.ne0], t.ne0);
+    return out;
+  }
+
+  // Naive forward in double over all tokens of one sequence; returns the last token's logits.
+  std::vector<double> NaiveForward(const std::vector<int32_t>& tokens) const {
+    const ModelWeights& W = model_->weights();
+    const int T = static_cast<int>(tokens.size());
+    const int kvd = kKvHeads * kHeadDim;
+    std::vector<std::vector<double>> x(T, std::vector<double>(kDim));
+    std::vector<float> emb = Dequant(W.tok_embd);
+    for (int t = 0; t < T; ++t)
+      for (int i = 0; i < kDim; ++i) x[t][i] = emb[tokens[t] * kDim + i];
+    auto norm = [](const std::vector<double>& v, const float* g) {
+      double ss = 0;
+      for (double a : v) ss += a * a;
+      const double s = 1.0 / std::sqrt(ss / v.size() + 1e-5);
+      std::vector<double> o(v.size());
+      for (size_t i = 0; i < v.size(); ++i) o[i] = v[i] * s * g[i];
+      return o;
+    };
+    auto matvec = [](const std::vector<float>& m, int rows, int cols, const std::vector<double>& v) {
+      std::vector<double> o(rows, 0.0);
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < cols; ++c) o[r] += m[r * cols + c] * v[c];
+      return o;
+    };
+    auto rope = [](std::vector<double>& v, int heads, int pos) {
+      for (int h = 0; h < heads; ++h)
+        for (int i = 0; i < kHeadDim; i += 2) {
+          const double th = pos * std::pow(10000.0, -static_cast<double>(i) / kHeadDim);
+          double& a = v[h * kHeadDim + i];
+          double& b = v[h * kHeadDim + i + 1];
+          const double a2 = a * std::cos(th) - b * std::sin(th);
+          const double b2 = a * std::sin(th) + b * std::cos(th);
+          a = a2, b = b2;
+        }
+    };
+    for (int l = 0; l < kLayers; ++l) {
+      const LayerWeights& L = W.layers[l];
+      auto wq = Dequant(L.wq), wk = Dequant(L.wk), wv = Dequant(L.wv), wo = Dequant(L.wo);
+      auto wg = Dequant(L.w_gate), wu = Dequant(L.w_up), wd = Dequant(L.w_down);
+      std::vector<std::vector<double>> q(T), k(T), v(T);
+      for (int t = 0; t < T; ++t) {
+        auto xn = norm(x[t], L.attn_norm.F32());
+        q[t] = matvec(wq, kDim, kDim, xn);
+        k[t] = matvec(wk, kvd, kDim, xn);
+        v[t] = matvec(wv, kvd, kDim, xn);
+        rope(q[t], kHeads, t);
+        rope(k[t], kKvHeads, t);
+      }
+      for (int t = 0; t < T; ++t) {
+        std::vector<double> att(kDim, 0.0);
+        for (int h = 0; h < kHeads; ++h) {
+          const int kh = h / (kHeads / kKvHeads);
+          std::vector<double> s(t + 1);
+          double mx = -1e300;
+          for (int u = 0; u <= t; ++u) {
+            double d = 0;
+            for (int i = 0; i < kHeadDim; ++i) d += q[t][h * kHeadDim + i] * k[u][kh * kHeadDim + i];
+            s[u] = d / std::sqrt(static_cast<double>(kHeadDim));
+            mx = std::max(mx, s[u]);
+          }
+          double sum = 0;
+          for (double& e : s) sum += (e = std::exp(e - mx));
+          for (int u = 0; u <= t; ++u)
+            for (int i = 0; i < kHeadDim; ++i)
+              att[h * kHeadDim + i] += s[u] / sum * v[u][kh * kHeadDim + i];
+        }
+        auto o = matvec(wo, kDim, kDim, att);
+        for (int i = 0; i < kDim; ++i) x[t][i] += o[i];
+        auto xn = norm(x[t], L.ffn_norm.F32());
+        auto g = matvec(wg, kFfn, kDim, xn), up = matvec(wu, kFfn, kDim, xn);
+        for (int i = 0; i < kFfn; ++i) g[i] = g[i] / (1.0 + std::exp(-g[i])) * up[i];
+        auto dn = matvec(wd, kDim, kFfn, g);
+        for (int i = 0; i < kDim; ++i) x[t][i] += dn[i];
+      }
+    }
+    auto xn = norm(x[T - 1], W.output_norm.F32());
+    return matvec(Dequant(W.output), kVocab, kDim, xn);
+  }
+
+  std::unique_ptr<Model> model_;
+};
+
+std::vector<int32_t> Tokens(int n, int salt) {
+  std::vector<int32_t> t(n);
+  for (int i = 0; i < n; ++i) t[i] = (i * 37 + salt * 11 + 5) % kVocab;
+  return t;
+}
+
+TEST_F(TinyModel, MatchesNaiveForward) {
+  for (int threads : {1, 2, 3}) {
+    auto backend = CreateBackend("cpu", *model_, {.n_threads = threads});
+    ASSERT_TRUE(backend.ok());
+    for (int n : {1, 7, 40}) {
+      std::vector<int32_t> toks = Tokens(n, n);
+      KvSequence kv(model_->config(), 64);
+      std::vector<float> logits;
+      SeqBatch b{&kv, toks, false};
+      ASSERT_TRUE((*backend)->Forward({&b, 1}, &logits).ok());
+      ASSERT_EQ(logits.size(), static_cast<size_t>(kVocab));
+      std::vector<double> want = NaiveForward(toks);
+      double scale = 0, worst = 0;
+      for (int i = 0; i < kVocab; ++i) {
+        scale = std::max(scale, std::fabs(want[i]));
+        worst = std::max(worst, std::fabs(want[i] - logits[i]));
+      }
+      // Activations are quantized to 8 bits and K/V stored in fp16: about 1% of the logit range.
+      EXPECT_LT(worst, 0.03 * scale) << "threads=" << threads << " n=" << n;
+      EXPECT_EQ(std::max_element(logits.begin(), logits.end()) - logits.begin(),
+                std::max_element(want.begin(), want.end()) - want.begin());
+    }
+  }
+}
+
+TEST_F(TinyModel, TokenAtATimeEqualsPrefill) {
+  auto backend = CreateBackend("cpu", *model_, {.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
+  std::vector<int32_t> toks = Tokens(20, 3);
+  KvSequence a(model_->config(), 64), b(model_->config(), 64);
+  std::vector<float> la, lb;
+  SeqBatch all{&a, toks, false};
+  ASSERT_TRUE((*backend)->Forward({&all, 1}, &la).ok());
+  for (size_t i = 0; i < toks.size(); ++i) {
+    SeqBatch one{&b, std::span<const int32_t>(&toks[i], 1), false};
+    ASSERT_TRUE((*backend)->Forward({&one, 1}, &lb).ok());
+  }
+  EXPECT_EQ(la, lb);  // bit-identical: batch shape must not change the arithmetic
+}
+
+TEST_F(TinyModel, BatchedSequencesEqualSeparate) {
+  auto backend = CreateBackend("cpu", *model_, {.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
+  std::vector<int32_t> t1 = Tokens(9, 1), t2 = Tokens(4, 2);
+  KvSequence a(model_->config(), 64), b(model_->config(), 64);
+  KvSequence a2(model_->config(), 64), b2(model_->config(), 64);
+  std::vector<float> batched, s1, s2;
+  SeqBatch both[2] = {{&a, t1, true}, {&b, t2, false}};
+  ASSERT_TRUE((*backend)->Forward(both, &batched).ok());
+  ASSERT_EQ(batched.size(), static_cast<size_t>((9 + 1) * kVocab));
+  SeqBatch one{&a2, t1, true}, two{&b2, t2, false};
+  ASSERT_TRUE((*backend)->Forward({&one, 1}, &s1).ok());
+  ASSERT_TRUE((*backend)->Forward({&two, 1}, &s2).ok());
+  s1.insert(s1.end(), s2.begin(), s2.end());
+  EXPECT_EQ(batched, s1);
+  EXPECT_EQ(a.size(), 9);
+  EXPECT_EQ(b.size(), 4);
+}
+
+TEST_F(TinyModel, BadInputIsAClearErrorAndLeavesTheCache) {
+  auto backend = CreateBackend("cpu", *model_, {.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
+  KvSequence kv(model_->config(), 8);
+  std::vector<float> logits;
+  std::vector<int32_t> ok = {1, 2, 3};
+  SeqBatch b{&kv, ok, false};
+  ASSERT_TRUE((*backend)->Forward({&b, 1}, &logits).ok());
+  std::vector<int32_t> bad = {4, kVocab};
+  SeqBatch bb{&kv, bad, false};
+  absl::Status s = (*backend)->Forward({&bb, 1}, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(s.message().find("out of range"), std::string::npos) << s;
+  std::vector<int32_t> neg = {-1};
+  SeqBatch bn{&kv, neg, false};
+  EXPECT_FALSE((*backend)->Forward({&bn, 1}, &logits).ok());
+  std::vector<int32_t> many(6, 1);
+  SeqBatch bm{&kv, many, false};
+  s = (*backend)->Forward({&bm, 1}, &logits);
+  EXPECT_EQ(s.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_NE(s.message().find("capacity"), std::string::npos) << s;
+  EXPECT_EQ(kv.size(), 3);
+  SeqBatch empty{&kv, {}, false};
+  EXPECT_FALSE((*backend)->Forward({&empty, 1}, &logits).ok());
+  EXPECT_FALSE(CreateBackend("tpu", *model_, {}).ok());
+}
+
+TEST_F(TinyModel, ConfigComesFromMetadata) {
+  const ModelConfig& c = model_->config();
+  EXPECT_EQ(c.n_layers, kLayers);
+  EXPECT_EQ(c.n_kv_heads, kKvHeads);
+  EXPECT_EQ(c.head_dim, kHeadDim);
+  EXPECT_EQ(c.vocab_size, kVocab);
+  EXPECT_GT(model_->DecodeBytesPerToken(), 0u);
+}
+
+}  // namespace
+}  // namespace loom::engine

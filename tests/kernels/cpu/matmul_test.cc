@@ -1,0 +1,110 @@
+// MatMulRows against the reference for the decode (m = 1) and prefill (tiled) kernels: odd block
+// counts, partial row ranges, ldy > n_out, and rows outside the range left untouched.
+
+#include <cmath>
+
+#include "tests/kernels/cpu/test_util.h"
+
+namespace loom::kernels::testing {
+namespace {
+
+struct Shape {
+  int64_t n_out, k, m;
+};
+
+void CheckMatMul(DType t, const Shape& s, int64_t row_begin, int64_t row_end) {
+  std::mt19937 rng(static_cast<uint32_t>(s.n_out * 7 + s.k * 3 + s.m + static_cast<int>(t)));
+  const size_t w_row_bytes = RowBytes(t, s.k);
+  const DType xt = VecDotType(t);
+  const size_t x_row_bytes = RowBytes(xt, s.k);
+  std::vector<uint8_t> w;
+  for (int64_t i = 0; i < s.n_out; ++i) {
+    const std::vector<uint8_t> row = RandomRow(rng, t, s.k);
+    w.insert(w.end(), row.begin(), row.end());
+  }
+  std::vector<uint8_t> x;
+  for (int64_t j = 0; j < s.m; ++j) {
+    const std::vector<uint8_t> row = RandomActRow(rng, t, s.k);
+    x.insert(x.end(), row.begin(), row.end());
+  }
+  const int64_t ldy = s.n_out + 3;
+  const float kSentinel = -12345.0f;
+  std::vector<float> y(static_cast<size_t>(ldy * s.m), kSentinel);
+  MatMulRows(t, w.data(), w_row_bytes, s.k, x.data(), x_row_bytes, s.m, y.data(), ldy, row_begin,
+             row_end);
+  for (int64_t j = 0; j < s.m; ++j) {
+    for (int64_t i = 0; i < ldy; ++i) {
+      const float got = y[static_cast<size_t>(j * ldy + i)];
+      if (i < row_begin || i >= row_end) {
+        ASSERT_EQ(got, kSentinel) << "row " << i << " outside the range was written";
+        continue;
+      }
+      const uint8_t* wr = w.data() + i * w_row_bytes;
+      const uint8_t* xr = x.data() + j * x_row_bytes;
+      const double want = ref::VecDot(t, s.k, wr, xr);
+      const double tol = 1e-5 * ref::VecDotAbs(t, s.k, wr, xr) + 1e-30;
+      ASSERT_NEAR(got, want, tol) << DTypeName(t) << " n_out=" << s.n_out << " k=" << s.k
+                                  << " m=" << s.m << " row " << i << " token " << j;
+    }
+  }
+}
+
+class MatMulTest : public PathTest {};
+
+TEST_P(MatMulTest, QuantizedWeightsMatchReference) {
+  const Shape shapes[] = {{16, 32, 1},  {37, 576, 1}, {24, 1536, 1}, {9, 544, 1},  {13, 2080, 1},
+                          {19, 96, 2},  {33, 160, 3}, {40, 576, 4},  {17, 544, 7}, {21, 2080, 5},
+                          {35, 576, 9}, {18, 256, 16}};
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    for (const Shape& s : shapes) CheckMatMul(t, s, 0, s.n_out);
+  }
+}
+
+TEST_P(MatMulTest, PartialRowRanges) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    CheckMatMul(t, {50, 576, 1}, 3, 47);
+    CheckMatMul(t, {50, 576, 6}, 17, 35);
+    CheckMatMul(t, {50, 576, 6}, 49, 50);
+  }
+}
+
+TEST_P(MatMulTest, OtherWeightTypesMatchReference) {
+  for (DType t : {DType::kQ4_K, DType::kQ6_K, DType::kF32, DType::kF16, DType::kBF16}) {
+    const int64_t k = BlockSize(t) == 1 ? 72 : 512;
+    CheckMatMul(t, {11, k, 1}, 0, 11);
+    CheckMatMul(t, {11, k, 5}, 2, 9);
+  }
+}
+
+TEST_P(MatMulTest, PrefillMatchesDecode) {
+  // Each token of a tiled prefill equals the same token computed alone (m = 1), up to rounding.
+  std::mt19937 rng(21);
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
+    const int64_t n_out = 24, k = 576, m = 10;
+    std::vector<uint8_t> w, x;
+    for (int64_t i = 0; i < n_out; ++i) {
+      const std::vector<uint8_t> r = RandomRow(rng, t, k);
+      w.insert(w.end(), r.begin(), r.end());
+    }
+    for (int64_t j = 0; j < m; ++j) {
+      const std::vector<uint8_t> r = RandomActRow(rng, t, k);
+      x.insert(x.end(), r.begin(), r.end());
+    }
+    const size_t wrb = RowBytes(t, k), xrb = RowBytes(VecDotType(t), k);
+    std::vector<float> all(static_cast<size_t>(n_out * m)), one(static_cast<size_t>(n_out));
+    MatMulRows(t, w.data(), wrb, k, x.data(), xrb, m, all.data(), n_out, 0, n_out);
+    for (int64_t j = 0; j < m; ++j) {
+      MatMulRows(t, w.data(), wrb, k, x.data() + j * xrb, xrb, 1, one.data(), n_out, 0, n_out);
+      for (int64_t i = 0; i < n_out; ++i) {
+        const double tol =
+            1e-5 * ref::VecDotAbs(t, k, w.data() + i * wrb, x.data() + j * xrb) + 1e-30;
+        ASSERT_NEAR(all[static_cast<size_t>(j * n_out + i)], one[static_cast<size_t>(i)], tol);
+      }
+    }
+  }
+}
+
+LOOM_INSTANTIATE_PATHS(MatMulTest);
+
+}  // namespace
+}  // namespace loom::kernels::testing
