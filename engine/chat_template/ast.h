@@ -43,6 +43,7 @@ struct Expr {
   Kind kind = Kind::kLiteral;
   int line = 0;
   int column = 0;
+  int depth = 1;  // height of the subtree, bounded by ParserOptions::max_nesting_depth
   Value literal;
   std::string name;
   bool negated = false;  // kTest: `is not`
@@ -75,9 +76,9 @@ struct Node {
   int column = 0;
   std::string text;
   ExprPtr expr;
-  ExprPtr filter;                  // kFor: loop filter; kSetBlock: optional filter chain
+  ExprPtr filter;  // kFor: loop filter; kSetBlock: optional filter chain
   std::vector<std::string> targets;
-  std::string attribute;           // kSet on a namespace: `set ns.attribute = ...`
+  std::string attribute;            // kSet on a namespace: `set ns.attribute = ...`
   std::vector<ExprPtr> conditions;  // kIf
   std::vector<NodeList> bodies;     // kIf: one per condition
   NodeList body;

@@ -40,8 +40,8 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& input, const 
                                const BuiltinLimits& limits);
 
 // `object.method(args)` for str and dict methods (strip, split, startswith, items, get, ...).
-absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
-                                 const CallArgs& args, const BuiltinLimits& limits);
+absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method, const CallArgs& args,
+                                 const BuiltinLimits& limits);
 
 // Global functions other than macros: range, namespace, dict, raise_exception, strftime_now.
 // Each is a Value holding a Callable, so that `raise_exception is defined` holds.

@@ -19,19 +19,20 @@ namespace loom::chat {
 namespace {
 
 constexpr std::string_view kFilters[] = {
-    "abs",    "attr",     "batch", "capitalize", "center", "count",      "d",       "default",
-    "dictsort", "e",      "escape", "first",     "float",  "indent",     "int",     "items",
-    "join",   "last",     "length", "list",      "lower",  "map",        "max",     "min",
-    "reject", "rejectattr", "replace", "reverse", "round", "safe",       "select",  "selectattr",
-    "sort",   "string",   "sum",   "title",      "tojson", "trim",       "unique",  "upper",
-    "wordcount"};
+    "abs",     "attr",     "batch",  "capitalize", "center",     "count",    "d",
+    "default", "dictsort", "e",      "escape",     "first",      "float",    "indent",
+    "int",     "items",    "join",   "last",       "length",     "list",     "lower",
+    "map",     "max",      "min",    "reject",     "rejectattr", "replace",  "reverse",
+    "round",   "safe",     "select", "selectattr", "sort",       "string",   "sum",
+    "title",   "tojson",   "trim",   "unique",     "upper",      "wordcount"};
 
 constexpr std::string_view kTests[] = {
-    "boolean", "callable", "defined", "divisibleby", "eq",      "equalto",  "escaped", "even",
-    "false",   "filter",   "float",   "ge",          "gt",      "greaterthan", "in",   "integer",
-    "iterable", "le",      "lessthan", "lower",      "lt",      "mapping",  "ne",      "none",
-    "number",  "odd",      "sameas",  "sequence",    "string",  "test",     "true",    "undefined",
-    "upper",   "==",       "!=",      "<",           "<=",      ">",        ">="};
+    "boolean", "callable", "defined",  "divisibleby", "eq",       "equalto", "escaped",
+    "even",    "false",    "filter",   "float",       "ge",       "gt",      "greaterthan",
+    "in",      "integer",  "iterable", "le",          "lessthan", "lower",   "lt",
+    "mapping", "ne",       "none",     "number",      "odd",      "sameas",  "sequence",
+    "string",  "test",     "true",     "undefined",   "upper",    "==",      "!=",
+    "<",       "<=",       ">",        ">="};
 
 const Value* Arg(const CallArgs& args, size_t index, std::string_view name) {
   if (index < args.positional.size()) return &args.positional[index];
@@ -107,6 +108,9 @@ absl::StatusOr<ValueList> SortedItems(ValueList items, const Value* attribute, b
   }
   absl::Status status;
   std::stable_sort(keyed.begin(), keyed.end(), [&](const auto& a, const auto& b) {
+    // Jinja's sort keys are one-element lists, so equal keys (undefined ones included) are
+    // never compared with '<'.
+    if (a.first.Equals(b.first)) return false;
     absl::StatusOr<bool> less = reverse ? LessThan(b.first, a.first) : LessThan(a.first, b.first);
     if (!less.ok()) {
       status = less.status();
@@ -130,15 +134,15 @@ absl::StatusOr<Value> ToJsonFilter(const Value& input, const CallArgs& args) {
     options.indent = indent.AsString();
   } else if (indent.IsNumber() && !indent.IsFloat()) {
     options.has_indent = true;
-    options.indent = std::string(std::max<int64_t>(0, std::min<int64_t>(indent.NumberAsInt(), 64)),
-                                 ' ');
+    options.indent =
+        std::string(std::max<int64_t>(0, std::min<int64_t>(indent.NumberAsInt(), 64)), ' ');
   } else if (!indent.IsNone()) {
     return TypeError("tojson: indent must be an int or a string");
   }
   if (options.has_indent) options.item_separator = ",";
   const Value separators = ArgOr(args, 2, "separators", Value::None());
-  if (separators.IsList() && separators.AsList().size() == 2 &&
-      separators.AsList()[0].IsString() && separators.AsList()[1].IsString()) {
+  if (separators.IsList() && separators.AsList().size() == 2 && separators.AsList()[0].IsString() &&
+      separators.AsList()[1].IsString()) {
     options.item_separator = separators.AsList()[0].AsString();
     options.key_separator = separators.AsList()[1].AsString();
   } else if (!separators.IsNone()) {
@@ -239,9 +243,8 @@ absl::StatusOr<Value> RoundFilter(const Value& input, const CallArgs& args) {
   }
   const int64_t precision = ArgOr(args, 0, "precision", Value(0)).NumberAsInt();
   const Value method = ArgOr(args, 1, "method", Value("common"));
-  if (!method.IsString() ||
-      (method.AsString() != "common" && method.AsString() != "ceil" &&
-       method.AsString() != "floor")) {
+  if (!method.IsString() || (method.AsString() != "common" && method.AsString() != "ceil" &&
+                             method.AsString() != "floor")) {
     return TypeError("method must be common, ceil or floor");
   }
   if (method.AsString() != "common") {
@@ -264,10 +267,9 @@ absl::StatusOr<Value> IndentFilter(const Value& input, const CallArgs& args) {
   LOOM_RETURN_IF_ERROR(RequireDefined(input));
   const Value width = ArgOr(args, 0, "width", Value(4));
   const std::string indention =
-      width.IsString() ? width.AsString()
-                       : std::string(std::max<int64_t>(0, std::min<int64_t>(
-                                                              width.NumberAsInt(), 1024)),
-                                     ' ');
+      width.IsString()
+          ? width.AsString()
+          : std::string(std::max<int64_t>(0, std::min<int64_t>(width.NumberAsInt(), 1024)), ' ');
   const bool first = ArgOr(args, 1, "first", Value(false)).Truthy();
   const bool blank = ArgOr(args, 2, "blank", Value(false)).Truthy();
   LOOM_ASSIGN_OR_RETURN(Value lines_value, CallMethod(Value(input.Str() + "\n"), "splitlines",
@@ -331,7 +333,8 @@ absl::StatusOr<Value> SelectFilter(std::string_view name, const Value& input, co
   std::string test;
   CallArgs test_args;
   if (next < args.positional.size()) {
-    if (!args.positional[next].IsString()) return TypeError(absl::StrCat(SV(name), ": bad test name"));
+    if (!args.positional[next].IsString())
+      return TypeError(absl::StrCat(SV(name), ": bad test name"));
     test = args.positional[next++].AsString();
     if (!IsKnownTest(test)) return TypeError(absl::StrCat("no test named '", test, "'"));
     test_args.positional.assign(args.positional.begin() + next, args.positional.end());
@@ -392,7 +395,8 @@ absl::StatusOr<Value> MinMax(bool want_max, const Value& input, const CallArgs& 
   LOOM_ASSIGN_OR_RETURN(Value best_key, SortKey(items[0], attribute, case_sensitive));
   for (size_t i = 1; i < items.size(); ++i) {
     LOOM_ASSIGN_OR_RETURN(Value key, SortKey(items[i], attribute, case_sensitive));
-    LOOM_ASSIGN_OR_RETURN(bool better, want_max ? LessThan(best_key, key) : LessThan(key, best_key));
+    LOOM_ASSIGN_OR_RETURN(bool better,
+                          want_max ? LessThan(best_key, key) : LessThan(key, best_key));
     if (better) {
       best = i;
       best_key = std::move(key);
@@ -439,8 +443,8 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input, con
       piece.clear();
     };
     for (char32_t cp : DecodeUtf8(input.Str())) {
-      const bool sep = IsPythonSpace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' ||
-                       cp == '<';
+      const bool sep =
+          IsPythonSpace(cp) || cp == '-' || cp == '(' || cp == '{' || cp == '[' || cp == '<';
       if (sep) {
         flush();
         AppendUtf8(cp, &out);
@@ -480,8 +484,7 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input, con
     int64_t words = 0;
     bool in_word = false;
     for (char32_t cp : DecodeUtf8(input.Str())) {
-      const bool word = (cp >= '0' && cp <= '9') || cp == '_' || IsCasedLetter(cp) ||
-                        (cp >= 0x80 && !IsPythonSpace(cp));
+      const bool word = IsWordChar(cp);
       if (word && !in_word) ++words;
       in_word = word;
     }
@@ -547,8 +550,8 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input, con
     LOOM_ASSIGN_OR_RETURN(ValueList items, Iterate(input, limits));
     const bool reverse = ArgOr(args, 0, "reverse", Value(false)).Truthy();
     const bool case_sensitive = ArgOr(args, 1, "case_sensitive", Value(false)).Truthy();
-    LOOM_ASSIGN_OR_RETURN(items, SortedItems(std::move(items), Arg(args, 2, "attribute"),
-                                             case_sensitive, reverse));
+    LOOM_ASSIGN_OR_RETURN(
+        items, SortedItems(std::move(items), Arg(args, 2, "attribute"), case_sensitive, reverse));
     return Value(std::move(items));
   }
   if (name == "dictsort") {
@@ -556,6 +559,9 @@ absl::StatusOr<Value> ApplyFilter(std::string_view name, const Value& input, con
     if (!input.IsDict()) return TypeError("You can only sort by either a mapping");
     const bool case_sensitive = ArgOr(args, 0, "case_sensitive", Value(false)).Truthy();
     const Value by = ArgOr(args, 1, "by", Value("key"));
+    if (!by.IsString() || (by.AsString() != "key" && by.AsString() != "value")) {
+      return TypeError("You can only sort by either \"key\" or \"value\"");
+    }
     const bool reverse = ArgOr(args, 2, "reverse", Value(false)).Truthy();
     LOOM_ASSIGN_OR_RETURN(Value pairs, CallMethod(input, "items", CallArgs{}, limits));
     const Value index(by.IsString() && by.AsString() == "value" ? 1 : 0);
@@ -645,9 +651,9 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& input, const 
   if (name == "filter") return input.IsString() && IsKnownFilter(input.AsString());
   if (name == "test") return input.IsString() && IsKnownTest(input.AsString());
   if (name == "lower" || name == "upper") {
-    LOOM_ASSIGN_OR_RETURN(Value v, CallMethod(Value(input.Str()), name == "lower" ? "islower"
-                                                                                  : "isupper",
-                                              CallArgs{}, limits));
+    LOOM_ASSIGN_OR_RETURN(
+        Value v, CallMethod(Value(input.Str()), name == "lower" ? "islower" : "isupper", CallArgs{},
+                            limits));
     return v.AsBool();
   }
   if (name == "odd" || name == "even" || name == "divisibleby") {
@@ -697,8 +703,8 @@ absl::StatusOr<bool> ApplyTest(std::string_view name, const Value& input, const 
     LOOM_RETURN_IF_ERROR(need_arg());
     LOOM_RETURN_IF_ERROR(RequireDefined(input));
     LOOM_RETURN_IF_ERROR(RequireDefined(*other));
-    const bool greater = name == "gt" || name == "greaterthan" || name == ">" || name == "le" ||
-                         name == "<=";
+    const bool greater =
+        name == "gt" || name == "greaterthan" || name == ">" || name == "le" || name == "<=";
     LOOM_ASSIGN_OR_RETURN(bool less, greater ? LessThan(*other, input) : LessThan(input, *other));
     const bool strict = name == "lt" || name == "lessthan" || name == "<" || name == "gt" ||
                         name == "greaterthan" || name == ">";
@@ -753,7 +759,8 @@ absl::StatusOr<Value> CallGlobalFunction(const Callable& function, const CallArg
     }
     for (const Value& v : args.positional) {
       if (!v.IsInt() && !v.IsBool()) {
-        return TypeError(absl::StrCat("'", v.TypeName(), "' object cannot be interpreted as an "
+        return TypeError(absl::StrCat("'", v.TypeName(),
+                                      "' object cannot be interpreted as an "
                                       "integer"));
       }
     }
@@ -777,7 +784,8 @@ absl::StatusOr<Value> CallGlobalFunction(const Callable& function, const CallArg
     }
     ValueList out;
     out.reserve(static_cast<size_t>(count));
-    for (int64_t i = 0; i < static_cast<int64_t>(count); ++i) out.push_back(Value(start + i * step));
+    for (int64_t i = 0; i < static_cast<int64_t>(count); ++i)
+      out.push_back(Value(start + i * step));
     return Value(std::move(out));
   }
   if (name == "namespace" || name == "dict") {

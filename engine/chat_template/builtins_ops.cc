@@ -116,8 +116,8 @@ absl::StatusOr<Value> BinaryOp(std::string_view op, const Value& a, const Value&
       return a.IsTuple() ? Value::Tuple(std::move(out)) : Value(std::move(out));
     }
     if (a.IsString()) {
-      return TypeError(absl::StrCat("can only concatenate str (not \"", b.TypeName(),
-                                    "\") to str"));
+      return TypeError(
+          absl::StrCat("can only concatenate str (not \"", b.TypeName(), "\") to str"));
     }
     return OperandError(op, a, b);
   }
@@ -162,8 +162,8 @@ absl::StatusOr<Value> BinaryOp(std::string_view op, const Value& a, const Value&
       return OperandError(op, a, b);
     }
     if (b.NumberAsFloat() == 0) {
-      return absl::InvalidArgumentError(
-          floats ? "float divmod()" : "integer division or modulo by zero");
+      return absl::InvalidArgumentError(floats ? "float divmod()"
+                                               : "integer division or modulo by zero");
     }
     if (floats) {
       // CPython's float_divmod.
@@ -218,8 +218,8 @@ absl::StatusOr<bool> LessThan(const Value& a, const Value& b) {
     }
     return x.size() < y.size();
   }
-  return TypeError(absl::StrCat("'<' not supported between instances of '", a.TypeName(),
-                                "' and '", b.TypeName(), "'"));
+  return TypeError(absl::StrCat("'<' not supported between instances of '", a.TypeName(), "' and '",
+                                b.TypeName(), "'"));
 }
 
 absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
@@ -228,8 +228,8 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       return false;
     case Value::Kind::kString:
       if (!item.IsString()) {
-        return TypeError(absl::StrCat("'in <string>' requires string as left operand, not ",
-                                      item.TypeName()));
+        return TypeError(
+            absl::StrCat("'in <string>' requires string as left operand, not ", item.TypeName()));
       }
       return container.AsString().find(item.AsString()) != std::string::npos;
     case Value::Kind::kList:
@@ -242,8 +242,8 @@ absl::StatusOr<bool> Contains(const Value& container, const Value& item) {
       if (item.IsDict()) return TypeError("unhashable type: 'dict'");
       return item.IsString() && container.AsDict().Find(item.AsString()) != nullptr;
     default:
-      return TypeError(absl::StrCat("argument of type '", container.TypeName(),
-                                    "' is not iterable"));
+      return TypeError(
+          absl::StrCat("argument of type '", container.TypeName(), "' is not iterable"));
   }
 }
 
@@ -276,8 +276,12 @@ absl::StatusOr<ValueList> Iterate(const Value& value, const BuiltinLimits& limit
 absl::StatusOr<Value> GetItem(const Value& object, const Value& key) {
   // Jinja's getitem turns every lookup failure into undefined.
   auto missing = [&] {
-    return Value::Undefined(absl::StrCat("'", object.TypeName(), " object' has no attribute ",
-                                         key.IsString() ? "'" + key.AsString() + "'" : key.Str()));
+    if (!key.IsString()) {
+      return Value::Undefined(
+          absl::StrCat(object.TypeName(), " object has no element ", key.Repr()));
+    }
+    return Value::Undefined(
+        absl::StrCat("'", object.TypeName(), " object' has no attribute '", key.AsString(), "'"));
   };
   if (object.IsDict() || object.IsNamespace()) {
     if (!key.IsString()) return missing();
@@ -430,8 +434,8 @@ ValueList SplitOn(const std::string& s, const std::string& sep, int64_t maxsplit
 
 }  // namespace
 
-absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
-                                 const CallArgs& args, const BuiltinLimits& limits) {
+absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method, const CallArgs& args,
+                                 const BuiltinLimits& limits) {
   if (object.IsString()) {
     const std::string& s = object.AsString();
     if (method == "strip" || method == "lstrip" || method == "rstrip") {
@@ -439,8 +443,8 @@ absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
       if (chars != nullptr && !chars->IsNone() && !chars->IsString()) {
         return TypeError(absl::StrCat(SV(method), " arg must be None or str"));
       }
-      const std::string* set = (chars != nullptr && chars->IsString()) ? &chars->AsString()
-                                                                       : nullptr;
+      const std::string* set =
+          (chars != nullptr && chars->IsString()) ? &chars->AsString() : nullptr;
       return Value(PythonStrip(s, set, method != "rstrip", method != "lstrip"));
     }
     if (method == "upper") return Value(PythonUpper(s));
@@ -449,22 +453,24 @@ absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
     if (method == "capitalize") return Value(PythonCapitalize(s));
     if (method == "startswith" || method == "endswith") {
       const Value* affix = Arg(args, 0, "prefix");
-      if (affix == nullptr) return TypeError(absl::StrCat(SV(method), "() takes at least 1 argument"));
+      if (affix == nullptr)
+        return TypeError(absl::StrCat(SV(method), "() takes at least 1 argument"));
       std::vector<std::string> candidates;
       if (affix->IsString()) {
         candidates.push_back(affix->AsString());
       } else if (affix->IsList()) {
         for (const Value& v : affix->AsList()) {
-          if (!v.IsString()) return TypeError(absl::StrCat(SV(method), "() tuple items must be str"));
+          if (!v.IsString())
+            return TypeError(absl::StrCat(SV(method), "() tuple items must be str"));
           candidates.push_back(v.AsString());
         }
       } else {
         return TypeError(absl::StrCat(SV(method), "() first arg must be str or a tuple of str"));
       }
       for (const std::string& c : candidates) {
-        if (method == "startswith" ? s.compare(0, c.size(), c) == 0 && s.size() >= c.size()
-                                   : s.size() >= c.size() &&
-                                         s.compare(s.size() - c.size(), c.size(), c) == 0) {
+        if (method == "startswith"
+                ? s.compare(0, c.size(), c) == 0 && s.size() >= c.size()
+                : s.size() >= c.size() && s.compare(s.size() - c.size(), c.size(), c) == 0) {
           return Value(true);
         }
       }
@@ -537,8 +543,8 @@ absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
       }
       return Value(std::move(out));
     }
-    if (method == "isdigit" || method == "isalpha" || method == "isspace" ||
-        method == "isalnum" || method == "islower" || method == "isupper") {
+    if (method == "isdigit" || method == "isalpha" || method == "isspace" || method == "isalnum" ||
+        method == "islower" || method == "isupper") {
       const std::u32string cps = DecodeUtf8(s);
       if (cps.empty()) return Value(false);
       bool any_cased = false;
@@ -584,9 +590,9 @@ absl::StatusOr<Value> CallMethod(const Value& object, std::string_view method,
       return fallback != nullptr ? *fallback : Value::None();
     }
   }
-  static constexpr std::string_view kMutating[] = {
-      "append", "extend", "insert", "pop", "remove", "clear", "sort", "reverse",
-      "update", "popitem", "setdefault"};
+  static constexpr std::string_view kMutating[] = {"append", "extend",  "insert",    "pop",
+                                                   "remove", "clear",   "sort",      "reverse",
+                                                   "update", "popitem", "setdefault"};
   for (std::string_view m : kMutating) {
     if (method == m && (object.IsList() || object.IsDict())) {
       return absl::PermissionDeniedError(absl::StrCat("access to attribute '", SV(method), "' of '",

@@ -31,16 +31,17 @@ struct TemplateAst;
 // A tool call made by an assistant message; rendered as transformers' format
 // {"id": ..., "type": "function", "function": {"name": ..., "arguments": ...}}.
 struct ChatToolCall {
-  std::string id;    // omitted when empty
+  std::string id;  // omitted when empty
   std::string name;
-  Value arguments;   // usually a dict; a string is passed through as a string
+  Value arguments;  // usually a dict; a string is passed through as a string
 };
 
 struct ChatMessage {
   std::string role;
   std::string content;
-  std::vector<ChatToolCall> tool_calls;  // omitted when empty
-  std::string tool_call_id;              // for role "tool"; omitted when empty
+  // Default member initializers keep `ChatMessage{"user", "Hi"}` free of -Wextra warnings.
+  std::vector<ChatToolCall> tool_calls = {};  // omitted when empty
+  std::string tool_call_id = {};              // for role "tool"; omitted when empty
 };
 
 // Converters from the plain structs to template values (dicts with the fields above).
@@ -64,7 +65,7 @@ struct ChatTemplateOptions {
   size_t max_output_bytes = 16 << 20;
   int64_t max_loop_iterations = 1'000'000;
   int max_call_depth = 64;
-  int max_nesting_depth = 200;
+  int max_nesting_depth = 256;
 };
 
 class ChatTemplate {

@@ -64,6 +64,13 @@ class Evaluator {
     return LocatedError(where, v.UndefinedMessage());
   }
 
+  template <typename T>
+  absl::Status CheckValueDepth(const T& where, const Value& v) const {
+    if (v.depth() + 1 <= limits_.max_value_depth) return absl::OkStatus();
+    return Located(where, absl::ResourceExhaustedError(
+                              absl::StrCat("value nested deeper than ", limits_.max_value_depth)));
+  }
+
   // ---- Scopes --------------------------------------------------------------------------------
 
   Value Lookup(const std::string& name) const {
@@ -93,15 +100,15 @@ class Evaluator {
       return absl::OkStatus();
     }
     if (!value.IsList() && !value.IsString()) {
-      return LocatedError(where, absl::StrCat("cannot unpack non-iterable ", value.TypeName(),
-                                              " object"));
+      return LocatedError(where,
+                          absl::StrCat("cannot unpack non-iterable ", value.TypeName(), " object"));
     }
     LOOM_ASSIGN_OR_RETURN(ValueList items, Iterate(value, builtin_limits_));
     if (items.size() != targets.size()) {
-      return LocatedError(where, absl::StrCat(items.size() > targets.size() ? "too many"
-                                                                            : "not enough",
-                                              " values to unpack (expected ", targets.size(),
-                                              ", got ", items.size(), ")"));
+      return LocatedError(where,
+                          absl::StrCat(items.size() > targets.size() ? "too many" : "not enough",
+                                       " values to unpack (expected ", targets.size(), ", got ",
+                                       items.size(), ")"));
     }
     for (size_t i = 0; i < targets.size(); ++i) Assign(targets[i], items[i]);
     return absl::OkStatus();
@@ -112,9 +119,9 @@ class Evaluator {
   template <typename T>
   absl::Status Emit(const T& where, std::string_view s) {
     if (out_->size() + s.size() > limits_.max_output_bytes) {
-      return Located(where, absl::ResourceExhaustedError(absl::StrCat(
-                                "template output exceeds the limit of ", limits_.max_output_bytes,
-                                " bytes")));
+      return Located(
+          where, absl::ResourceExhaustedError(absl::StrCat("template output exceeds the limit of ",
+                                                           limits_.max_output_bytes, " bytes")));
     }
     out_->append(s);
     return absl::OkStatus();
@@ -164,6 +171,7 @@ class Evaluator {
         if (!target.IsNamespace()) {
           return LocatedError(n, "cannot assign attribute on non-namespace object");
         }
+        LOOM_RETURN_IF_ERROR(CheckValueDepth(n, v));
         target.AsNamespace().attributes.Set(n.attribute, std::move(v));
         return absl::OkStatus();
       }
@@ -198,9 +206,9 @@ class Evaluator {
 
   absl::Status CountIteration(const Node& n) {
     if (++loop_iterations_ > limits_.max_loop_iterations) {
-      return Located(n, absl::ResourceExhaustedError(absl::StrCat(
-                            "template exceeds the limit of ", limits_.max_loop_iterations,
-                            " loop iterations")));
+      return Located(n, absl::ResourceExhaustedError(absl::StrCat("template exceeds the limit of ",
+                                                                  limits_.max_loop_iterations,
+                                                                  " loop iterations")));
     }
     return absl::OkStatus();
   }
@@ -303,8 +311,10 @@ class Evaluator {
           LOOM_ASSIGN_OR_RETURN(Value v, Eval(*child));
           items.push_back(std::move(v));
         }
-        if (e.kind == Expr::Kind::kTuple) return Value::Tuple(std::move(items));
-        return Value(std::move(items));
+        Value v =
+            e.kind == Expr::Kind::kTuple ? Value::Tuple(std::move(items)) : Value(std::move(items));
+        LOOM_RETURN_IF_ERROR(CheckValueDepth(e, v));
+        return v;
       }
       case Expr::Kind::kDict: {
         ValueDict dict;
@@ -316,7 +326,9 @@ class Evaluator {
           LOOM_ASSIGN_OR_RETURN(Value value, Eval(*e.children[i + 1]));
           dict.Set(key.AsString(), std::move(value));
         }
-        return Value(std::move(dict));
+        Value v(std::move(dict));
+        LOOM_RETURN_IF_ERROR(CheckValueDepth(e, v));
+        return v;
       }
       case Expr::Kind::kGetAttr: {
         LOOM_ASSIGN_OR_RETURN(Value object, Eval(*e.children[0]));
@@ -367,8 +379,8 @@ class Evaluator {
         if (e.name == "not") return Value(!v.Truthy());
         if (v.IsUndefined()) return UndefinedError(e, v);
         if (!v.IsNumber()) {
-          return LocatedError(e, absl::StrCat("bad operand type for unary ", e.name, ": '",
-                                              v.TypeName(), "'"));
+          return LocatedError(
+              e, absl::StrCat("bad operand type for unary ", e.name, ": '", v.TypeName(), "'"));
         }
         if (e.name == "+") return v.IsBool() ? Value(v.NumberAsInt()) : v;
         if (v.IsFloat()) return Value(-v.AsFloat());
@@ -480,8 +492,8 @@ class Evaluator {
 
   absl::StatusOr<Value> CallMacro(const Expr& e, const Node& macro, const CallArgs& args) {
     if (call_depth_ >= limits_.max_call_depth) {
-      return Located(e, absl::ResourceExhaustedError(absl::StrCat(
-                            "macro calls nested deeper than ", limits_.max_call_depth)));
+      return Located(e, absl::ResourceExhaustedError(absl::StrCat("macro calls nested deeper than ",
+                                                                  limits_.max_call_depth)));
     }
     if (args.positional.size() > macro.params.size()) {
       return LocatedError(e, absl::StrCat("macro '", macro.name, "' takes not more than ",
@@ -497,9 +509,9 @@ class Evaluator {
       size_t i = 0;
       while (i < macro.params.size() && macro.params[i] != key) ++i;
       if (i == macro.params.size()) {
-        return LocatedError(e, absl::StrCat("macro '", macro.name,
-                                            "' was invoked with unknown keyword argument '", key,
-                                            "'"));
+        return LocatedError(
+            e, absl::StrCat("macro '", macro.name, "' was invoked with unknown keyword argument '",
+                            key, "'"));
       }
       scope[key] = value;
       bound[i] = true;

@@ -24,6 +24,8 @@ struct RenderLimits {
   int64_t max_loop_iterations = 1'000'000;
   // Nested macro calls.
   int max_call_depth = 64;
+  // Nesting of lists and dicts a template builds (deeper values make recursion unsafe).
+  int max_value_depth = 512;
 };
 
 // `context` must be a dict (or undefined for none). Errors name the template line and column,

@@ -14,8 +14,10 @@ namespace {
 bool IsSpace(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
 }
+// Jinja accepts Python identifiers; any non-ASCII byte is taken as part of one.
 bool IsNameStart(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+         static_cast<unsigned char>(c) >= 0x80;
 }
 bool IsNameChar(char c) { return IsNameStart(c) || (c >= '0' && c <= '9'); }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -269,9 +271,9 @@ class Lexer {
       const int base = base_char == 'x' ? 16 : base_char == 'o' ? 8 : 2;
       p += 2;
       const std::string d = digits([&](char ch) {
-        const int v = IsDigit(ch) ? ch - '0' : (ch | 0x20) >= 'a' && (ch | 0x20) <= 'f'
-                                                   ? (ch | 0x20) - 'a' + 10
-                                                   : 99;
+        const int v = IsDigit(ch)                                ? ch - '0'
+                      : (ch | 0x20) >= 'a' && (ch | 0x20) <= 'f' ? (ch | 0x20) - 'a' + 10
+                                                                 : 99;
         return v < base;
       });
       if (d.empty()) return Error(start, "malformed number literal");

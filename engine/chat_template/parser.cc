@@ -1,5 +1,6 @@
 #include "engine/chat_template/parser.h"
 
+#include <algorithm>
 #include <initializer_list>
 #include <utility>
 
@@ -21,6 +22,7 @@ class Parser {
     TemplateAst ast;
     std::string end_tag;
     LOOM_ASSIGN_OR_RETURN(ast.body, ParseBody({}, &end_tag, current()));
+    LOOM_RETURN_IF_ERROR(CheckNames(ast.body, /*soft=*/false));
     return ast;
   }
 
@@ -51,13 +53,14 @@ class Parser {
     return true;
   }
 
-  absl::Status ErrorAt(const Token& at, std::string_view message) const {
+  template <typename T>
+  absl::Status ErrorAt(const T& at, std::string_view message) const {
     return absl::InvalidArgumentError(absl::StrCat("template syntax error at line ", at.line,
                                                    ", column ", at.column, ": ", SV(message)));
   }
   absl::Status Unexpected(std::string_view expected) const {
-    return ErrorAt(current(), absl::StrCat("expected ", SV(expected), ", got ",
-                                           DescribeToken(current())));
+    return ErrorAt(current(),
+                   absl::StrCat("expected ", SV(expected), ", got ", DescribeToken(current())));
   }
   absl::Status ExpectOp(std::string_view op) {
     if (!SkipOp(op)) return Unexpected(absl::StrCat("'", SV(op), "'"));
@@ -99,12 +102,78 @@ class Parser {
     e->column = at.column;
     return e;
   }
+  // Adds `child` (possibly null) to `parent`, bounding the expression tree's height: evaluating
+  // and destroying a tree recurses once per level.
+  absl::Status CheckChildDepth(Expr* parent, const Expr* child) {
+    if (child == nullptr) return absl::OkStatus();
+    parent->depth = std::max(parent->depth, child->depth + 1);
+    if (parent->depth > options_.max_nesting_depth) {
+      return ErrorAt(current(), absl::StrCat("expression nested too deeply (limit ",
+                                             options_.max_nesting_depth, ")"));
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Attach(Expr* parent, ExprPtr child) {
+    LOOM_RETURN_IF_ERROR(CheckChildDepth(parent, child.get()));
+    parent->children.push_back(std::move(child));
+    return absl::OkStatus();
+  }
+
   NodePtr MakeNode(Node::Kind kind, const Token& at) const {
     auto n = std::make_unique<Node>();
     n->kind = kind;
     n->line = at.line;
     n->column = at.column;
     return n;
+  }
+
+  // ---- Unknown filters and tests -------------------------------------------------------------
+
+  // Like Jinja2 3.x, an unknown filter or test is a compile-time error, except inside an `if`
+  // statement or an inline `if` (a "soft" frame), where it only fails when evaluated; a loop,
+  // macro or block body starts a new, strict frame.
+  absl::Status CheckNames(const NodeList& body, bool soft) const {
+    for (const NodePtr& n : body) LOOM_RETURN_IF_ERROR(CheckNames(*n, soft));
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckNames(const Node& n, bool soft) const {
+    switch (n.kind) {
+      case Node::Kind::kIf:
+        for (const ExprPtr& cond : n.conditions) LOOM_RETURN_IF_ERROR(CheckNames(cond.get(), true));
+        for (const NodeList& body : n.bodies) LOOM_RETURN_IF_ERROR(CheckNames(body, true));
+        return CheckNames(n.else_body, true);
+      case Node::Kind::kFor:
+        LOOM_RETURN_IF_ERROR(CheckNames(n.expr.get(), soft));
+        LOOM_RETURN_IF_ERROR(CheckNames(n.filter.get(), false));
+        LOOM_RETURN_IF_ERROR(CheckNames(n.body, false));
+        return CheckNames(n.else_body, false);
+      case Node::Kind::kMacro:
+        for (const ExprPtr& d : n.defaults) LOOM_RETURN_IF_ERROR(CheckNames(d.get(), false));
+        return CheckNames(n.body, false);
+      case Node::Kind::kSetBlock:
+      case Node::Kind::kFilterBlock:
+        LOOM_RETURN_IF_ERROR(CheckNames(n.filter.get(), soft));
+        return CheckNames(n.body, false);
+      case Node::Kind::kScope:
+        return CheckNames(n.body, soft);
+      default:
+        return CheckNames(n.expr.get(), soft);
+    }
+  }
+
+  absl::Status CheckNames(const Expr* e, bool soft) const {
+    if (e == nullptr) return absl::OkStatus();
+    if (e->kind == Expr::Kind::kCondExpr) soft = true;
+    if (!soft && e->kind == Expr::Kind::kFilter && !IsKnownFilter(e->name)) {
+      return ErrorAt(*e, absl::StrCat("no filter named '", e->name, "'"));
+    }
+    if (!soft && e->kind == Expr::Kind::kTest && !IsKnownTest(e->name)) {
+      return ErrorAt(*e, absl::StrCat("no test named '", e->name, "'"));
+    }
+    for (const ExprPtr& child : e->children) LOOM_RETURN_IF_ERROR(CheckNames(child.get(), soft));
+    for (const auto& [key, value] : e->kwargs) LOOM_RETURN_IF_ERROR(CheckNames(value.get(), soft));
+    return absl::OkStatus();
   }
 
   // ---- Statements ----------------------------------------------------------------------------
@@ -192,9 +261,9 @@ class Parser {
       LOOM_RETURN_IF_ERROR(ExpectBlockEnd());
       return MakeNode(name == "break" ? Node::Kind::kBreak : Node::Kind::kContinue, tag);
     }
-    static constexpr std::string_view kEndTags[] = {
-        "endfor", "endif", "else", "elif", "endset", "endmacro", "endfilter", "endgeneration",
-        "endraw"};
+    static constexpr std::string_view kEndTags[] = {"endfor",    "endif",         "else",
+                                                    "elif",      "endset",        "endmacro",
+                                                    "endfilter", "endgeneration", "endraw"};
     for (std::string_view end : kEndTags) {
       if (name == end) return ErrorAt(tag, absl::StrCat("unexpected '", name, "' tag"));
     }
@@ -350,11 +419,11 @@ class Parser {
     LOOM_ASSIGN_OR_RETURN(ExprPtr first, ParseExpression(with_condexpr));
     if (!IsOp(",")) return first;
     ExprPtr tuple = MakeExpr(Expr::Kind::kTuple, start);
-    tuple->children.push_back(std::move(first));
+    LOOM_RETURN_IF_ERROR(Attach(tuple.get(), std::move(first)));
     while (SkipOp(",")) {
       if (!StartsExpression()) break;
       LOOM_ASSIGN_OR_RETURN(ExprPtr item, ParseExpression(with_condexpr));
-      tuple->children.push_back(std::move(item));
+      LOOM_RETURN_IF_ERROR(Attach(tuple.get(), std::move(item)));
     }
     return tuple;
   }
@@ -387,9 +456,9 @@ class Parser {
       if (SkipName("else")) {
         LOOM_ASSIGN_OR_RETURN(otherwise, ParseExpression(/*with_condexpr=*/true));
       }
-      cond->children.push_back(std::move(test));
-      cond->children.push_back(std::move(expr));
-      cond->children.push_back(std::move(otherwise));
+      LOOM_RETURN_IF_ERROR(Attach(cond.get(), std::move(test)));
+      LOOM_RETURN_IF_ERROR(Attach(cond.get(), std::move(expr)));
+      LOOM_RETURN_IF_ERROR(Attach(cond.get(), std::move(otherwise)));
       expr = std::move(cond);
     }
     return expr;
@@ -401,8 +470,8 @@ class Parser {
       ExprPtr node = MakeExpr(Expr::Kind::kOr, current());
       Next();
       LOOM_ASSIGN_OR_RETURN(ExprPtr right, ParseAnd());
-      node->children.push_back(std::move(left));
-      node->children.push_back(std::move(right));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(left)));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(right)));
       left = std::move(node);
     }
     return left;
@@ -414,8 +483,8 @@ class Parser {
       ExprPtr node = MakeExpr(Expr::Kind::kAnd, current());
       Next();
       LOOM_ASSIGN_OR_RETURN(ExprPtr right, ParseNot());
-      node->children.push_back(std::move(left));
-      node->children.push_back(std::move(right));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(left)));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(right)));
       left = std::move(node);
     }
     return left;
@@ -429,7 +498,7 @@ class Parser {
       node->name = "not";
       Next();
       LOOM_ASSIGN_OR_RETURN(ExprPtr operand, ParseNot());
-      node->children.push_back(std::move(operand));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(operand)));
       return node;
     }
     return ParseCompare();
@@ -457,11 +526,11 @@ class Parser {
       }
       if (cmp == nullptr) {
         cmp = MakeExpr(Expr::Kind::kCompare, start);
-        cmp->children.push_back(std::move(first));
+        LOOM_RETURN_IF_ERROR(Attach(cmp.get(), std::move(first)));
       }
       LOOM_ASSIGN_OR_RETURN(ExprPtr operand, ParseMath1());
       cmp->ops.push_back(std::move(op));
-      cmp->children.push_back(std::move(operand));
+      LOOM_RETURN_IF_ERROR(Attach(cmp.get(), std::move(operand)));
     }
     return cmp != nullptr ? std::move(cmp) : std::move(first);
   }
@@ -479,18 +548,22 @@ class Parser {
       node->name = current().value;
       Next();
       LOOM_ASSIGN_OR_RETURN(ExprPtr right, (this->*next)());
-      node->children.push_back(std::move(left));
-      node->children.push_back(std::move(right));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(left)));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(right)));
       left = std::move(node);
     }
   }
 
-  absl::StatusOr<ExprPtr> ParseMath1() { return ParseBinaryLevel({"+", "-"}, &Parser::ParseConcat); }
+  absl::StatusOr<ExprPtr> ParseMath1() {
+    return ParseBinaryLevel({"+", "-"}, &Parser::ParseConcat);
+  }
   absl::StatusOr<ExprPtr> ParseConcat() { return ParseBinaryLevel({"~"}, &Parser::ParseMath2); }
   absl::StatusOr<ExprPtr> ParseMath2() {
     return ParseBinaryLevel({"*", "/", "//", "%"}, &Parser::ParsePow);
   }
-  absl::StatusOr<ExprPtr> ParsePow() { return ParseBinaryLevel({"**"}, &Parser::ParseUnaryFiltered); }
+  absl::StatusOr<ExprPtr> ParsePow() {
+    return ParseBinaryLevel({"**"}, &Parser::ParseUnaryFiltered);
+  }
   absl::StatusOr<ExprPtr> ParseUnaryFiltered() { return ParseUnary(/*with_filter=*/true); }
 
   absl::StatusOr<ExprPtr> ParseUnary(bool with_filter) {
@@ -502,7 +575,7 @@ class Parser {
       node->name = current().value;
       Next();
       LOOM_ASSIGN_OR_RETURN(ExprPtr operand, ParseUnary(/*with_filter=*/false));
-      node->children.push_back(std::move(operand));
+      LOOM_RETURN_IF_ERROR(Attach(node.get(), std::move(operand)));
     } else {
       LOOM_ASSIGN_OR_RETURN(node, ParsePrimary());
     }
@@ -568,7 +641,7 @@ class Parser {
             if (!list->children.empty()) LOOM_RETURN_IF_ERROR(ExpectOp(","));
             if (IsOp("]")) break;
             LOOM_ASSIGN_OR_RETURN(ExprPtr item, ParseExpression(/*with_condexpr=*/true));
-            list->children.push_back(std::move(item));
+            LOOM_RETURN_IF_ERROR(Attach(list.get(), std::move(item)));
           }
           Next();
           return list;
@@ -582,8 +655,8 @@ class Parser {
             LOOM_ASSIGN_OR_RETURN(ExprPtr key, ParseExpression(/*with_condexpr=*/true));
             LOOM_RETURN_IF_ERROR(ExpectOp(":"));
             LOOM_ASSIGN_OR_RETURN(ExprPtr value, ParseExpression(/*with_condexpr=*/true));
-            dict->children.push_back(std::move(key));
-            dict->children.push_back(std::move(value));
+            LOOM_RETURN_IF_ERROR(Attach(dict.get(), std::move(key)));
+            LOOM_RETURN_IF_ERROR(Attach(dict.get(), std::move(value)));
           }
           Next();
           return dict;
@@ -629,7 +702,7 @@ class Parser {
         ExprPtr attr = MakeExpr(Expr::Kind::kGetAttr, tok);
         attr->name = current().value;
         Next();
-        attr->children.push_back(std::move(node));
+        LOOM_RETURN_IF_ERROR(Attach(attr.get(), std::move(node)));
         return attr;
       }
       if (current().type == TokenType::kInteger) {
@@ -637,8 +710,8 @@ class Parser {
         ExprPtr key = MakeExpr(Expr::Kind::kLiteral, current());
         key->literal = Value(current().int_value);
         Next();
-        item->children.push_back(std::move(node));
-        item->children.push_back(std::move(key));
+        LOOM_RETURN_IF_ERROR(Attach(item.get(), std::move(node)));
+        LOOM_RETURN_IF_ERROR(Attach(item.get(), std::move(key)));
         return item;
       }
       return Unexpected("an attribute name");
@@ -662,13 +735,13 @@ class Parser {
     if (!is_slice) {
       if (parts[0] == nullptr) return ErrorAt(tok, "empty subscript");
       ExprPtr item = MakeExpr(Expr::Kind::kGetItem, tok);
-      item->children.push_back(std::move(node));
-      item->children.push_back(std::move(parts[0]));
+      LOOM_RETURN_IF_ERROR(Attach(item.get(), std::move(node)));
+      LOOM_RETURN_IF_ERROR(Attach(item.get(), std::move(parts[0])));
       return item;
     }
     ExprPtr slice = MakeExpr(Expr::Kind::kSlice, tok);
-    slice->children.push_back(std::move(node));
-    for (ExprPtr& p : parts) slice->children.push_back(std::move(p));
+    LOOM_RETURN_IF_ERROR(Attach(slice.get(), std::move(node)));
+    for (ExprPtr& p : parts) LOOM_RETURN_IF_ERROR(Attach(slice.get(), std::move(p)));
     return slice;
   }
 
@@ -689,13 +762,14 @@ class Parser {
         Next();
         Next();
         LOOM_ASSIGN_OR_RETURN(ExprPtr value, ParseExpression(/*with_condexpr=*/true));
+        LOOM_RETURN_IF_ERROR(CheckChildDepth(call, value.get()));
         call->kwargs.emplace_back(std::move(key), std::move(value));
       } else {
         if (!call->kwargs.empty()) {
           return ErrorAt(current(), "positional argument follows keyword argument");
         }
         LOOM_ASSIGN_OR_RETURN(ExprPtr value, ParseExpression(/*with_condexpr=*/true));
-        call->children.push_back(std::move(value));
+        LOOM_RETURN_IF_ERROR(Attach(call, std::move(value)));
       }
     }
     Next();
@@ -704,7 +778,7 @@ class Parser {
 
   absl::StatusOr<ExprPtr> ParseCall(ExprPtr callee) {
     ExprPtr call = MakeExpr(Expr::Kind::kCall, current());
-    call->children.push_back(std::move(callee));
+    LOOM_RETURN_IF_ERROR(Attach(call.get(), std::move(callee)));
     LOOM_RETURN_IF_ERROR(ParseCallArgs(call.get()));
     return call;
   }
@@ -720,12 +794,9 @@ class Parser {
         LOOM_ASSIGN_OR_RETURN(std::string part, ExpectName());
         absl::StrAppend(&name, ".", part);
       }
-      if (!IsKnownFilter(name)) {
-        return ErrorAt(name_tok, absl::StrCat("no filter named '", name, "'"));
-      }
       ExprPtr filter = MakeExpr(Expr::Kind::kFilter, name_tok);
       filter->name = std::move(name);
-      filter->children.push_back(std::move(input));
+      LOOM_RETURN_IF_ERROR(Attach(filter.get(), std::move(input)));
       if (IsOp("(")) LOOM_RETURN_IF_ERROR(ParseCallArgs(filter.get()));
       input = std::move(filter);
     } while (IsOp("|"));
@@ -736,17 +807,13 @@ class Parser {
     Next();  // `is`
     ExprPtr test = MakeExpr(Expr::Kind::kTest, current());
     test->negated = SkipName("not");
-    const Token name_tok = current();
     LOOM_ASSIGN_OR_RETURN(test->name, ExpectName());
     while (IsOp(".")) {
       Next();
       LOOM_ASSIGN_OR_RETURN(std::string part, ExpectName());
       absl::StrAppend(&test->name, ".", part);
     }
-    if (!IsKnownTest(test->name)) {
-      return ErrorAt(name_tok, absl::StrCat("no test named '", test->name, "'"));
-    }
-    test->children.push_back(std::move(node));
+    LOOM_RETURN_IF_ERROR(Attach(test.get(), std::move(node)));
     if (IsOp("(")) {
       LOOM_RETURN_IF_ERROR(ParseCallArgs(test.get()));
     } else if ((current().type == TokenType::kName || current().type == TokenType::kString ||
@@ -757,7 +824,7 @@ class Parser {
       // `x is sameas none`, `x is divisibleby 3`: one primary argument without parentheses.
       LOOM_ASSIGN_OR_RETURN(ExprPtr arg, ParsePrimary());
       LOOM_ASSIGN_OR_RETURN(arg, ParsePostfix(std::move(arg)));
-      test->children.push_back(std::move(arg));
+      LOOM_RETURN_IF_ERROR(Attach(test.get(), std::move(arg)));
     }
     return test;
   }

@@ -83,10 +83,24 @@ size_t CountCodePoints(std::string_view s) {
 
 bool IsPythonSpace(char32_t cp) {
   switch (cp) {
-    case 0x09: case 0x0A: case 0x0B: case 0x0C: case 0x0D:
-    case 0x1C: case 0x1D: case 0x1E: case 0x1F: case 0x20:
-    case 0x85: case 0xA0: case 0x1680: case 0x2028: case 0x2029:
-    case 0x202F: case 0x205F: case 0x3000:
+    case 0x09:
+    case 0x0A:
+    case 0x0B:
+    case 0x0C:
+    case 0x0D:
+    case 0x1C:
+    case 0x1D:
+    case 0x1E:
+    case 0x1F:
+    case 0x20:
+    case 0x85:
+    case 0xA0:
+    case 0x1680:
+    case 0x2028:
+    case 0x2029:
+    case 0x202F:
+    case 0x205F:
+    case 0x3000:
       return true;
     default:
       return cp >= 0x2000 && cp <= 0x200A;
@@ -107,6 +121,24 @@ char32_t ToUpper(char32_t cp) {
     if (odd_upper) return (cp % 2 == 0) ? cp - 1 : cp;
     return (cp % 2 == 1) ? cp - 1 : cp;
   }
+  switch (cp) {  // Greek letters with tonos
+    case 0x3AC:
+      return 0x386;
+    case 0x3AD:
+      return 0x388;
+    case 0x3AE:
+      return 0x389;
+    case 0x3AF:
+      return 0x38A;
+    case 0x3CC:
+      return 0x38C;
+    case 0x3CD:
+      return 0x38E;
+    case 0x3CE:
+      return 0x38F;
+    default:
+      break;
+  }
   if (cp >= 0x3B1 && cp <= 0x3C9 && cp != 0x3C2) return cp - 32;
   if (cp == 0x3C2) return 0x3A3;
   if (cp >= 0x430 && cp <= 0x44F) return cp - 32;
@@ -124,6 +156,24 @@ char32_t ToLower(char32_t cp) {
     const bool odd_upper = (cp >= 0x139 && cp <= 0x148) || (cp >= 0x179 && cp <= 0x17E);
     if (odd_upper) return (cp % 2 == 1) ? cp + 1 : cp;
     return (cp % 2 == 0) ? cp + 1 : cp;
+  }
+  switch (cp) {
+    case 0x386:
+      return 0x3AC;
+    case 0x388:
+      return 0x3AD;
+    case 0x389:
+      return 0x3AE;
+    case 0x38A:
+      return 0x3AF;
+    case 0x38C:
+      return 0x3CC;
+    case 0x38E:
+      return 0x3CD;
+    case 0x38F:
+      return 0x3CE;
+    default:
+      break;
   }
   if (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) return cp + 32;
   if (cp >= 0x410 && cp <= 0x42F) return cp + 32;
@@ -158,7 +208,36 @@ std::string MapCodePoints(std::string_view s, char32_t (*fn)(char32_t)) {
 
 }  // namespace
 
-std::string PythonUpper(std::string_view s) { return MapCodePoints(s, ToUpper); }
+std::string PythonUpper(std::string_view s) {
+  std::string out = MapCodePoints(s, ToUpper);
+  // The one common one-to-many mapping: "ß".upper() == "SS".
+  static constexpr std::string_view kSharpS = "\xC3\x9F";
+  for (size_t at = out.find(kSharpS); at != std::string::npos; at = out.find(kSharpS, at)) {
+    out.replace(at, kSharpS.size(), "SS");
+  }
+  return out;
+}
+
+bool IsWordChar(char32_t cp) {
+  if (cp < 0x80) {
+    return (cp >= '0' && cp <= '9') || (cp >= 'a' && cp <= 'z') || (cp >= 'A' && cp <= 'Z') ||
+           cp == '_';
+  }
+  if (IsPythonSpace(cp)) return false;
+  // Punctuation and symbol blocks; everything else non-ASCII counts as a letter or digit.
+  if ((cp >= 0x80 && cp <= 0xBF && cp != 0xAA && cp != 0xB2 && cp != 0xB3 && cp != 0xB5 &&
+       cp != 0xB9 && cp != 0xBA && cp != 0xBC && cp != 0xBD && cp != 0xBE) ||
+      cp == 0xD7 || cp == 0xF7) {
+    return false;
+  }
+  if ((cp >= 0x2000 && cp <= 0x206F) || (cp >= 0x20A0 && cp <= 0x20CF) ||
+      (cp >= 0x2190 && cp <= 0x2BFF) || (cp >= 0x3000 && cp <= 0x303F) ||
+      (cp >= 0xFE00 && cp <= 0xFE0F) || (cp >= 0xFF01 && cp <= 0xFF0F) ||
+      (cp >= 0x1F000 && cp <= 0x1FAFF) || (cp >= 0xDC80 && cp <= 0xDCFF)) {
+    return false;
+  }
+  return true;
+}
 std::string PythonLower(std::string_view s) { return MapCodePoints(s, ToLower); }
 
 std::string PythonStrip(std::string_view s, const std::string* chars, bool left, bool right) {

@@ -22,6 +22,9 @@ size_t CountCodePoints(std::string_view s);
 bool IsPythonSpace(char32_t cp);
 // Python's str.isalpha()/isdigit() approximations: ASCII plus every non-ASCII letter-like point.
 bool IsCasedLetter(char32_t cp);
+// Python's regex \w approximated: ASCII letters, digits, '_', and non-ASCII code points outside
+// the punctuation, symbol and emoji blocks.
+bool IsWordChar(char32_t cp);
 char32_t ToUpper(char32_t cp);  // ASCII, Latin-1, Greek and Cyrillic
 char32_t ToLower(char32_t cp);
 

@@ -41,8 +41,15 @@ Value Value::None() {
   return v;
 }
 
-Value::Value(ValueList list) : data_(std::make_shared<const ValueList>(std::move(list))) {}
-Value::Value(ValueDict dict) : data_(std::make_shared<const ValueDict>(std::move(dict))) {}
+Value::Value(ValueList list) : depth_(1) {
+  for (const Value& v : list) depth_ = std::max(depth_, v.depth_ + 1);
+  data_ = std::make_shared<const ValueList>(std::move(list));
+}
+
+Value::Value(ValueDict dict) : depth_(1) {
+  for (const auto& [key, v] : dict) depth_ = std::max(depth_, v.depth_ + 1);
+  data_ = std::make_shared<const ValueDict>(std::move(dict));
+}
 
 Value Value::Tuple(ValueList items) {
   Value v(std::move(items));
@@ -53,6 +60,7 @@ Value Value::Tuple(ValueList items) {
 Value Value::MakeNamespace(ValueDict attributes) {
   Value v;
   v.data_ = std::make_shared<Namespace>(Namespace{std::move(attributes)});
+  v.depth_ = 1;
   return v;
 }
 
@@ -178,9 +186,9 @@ std::string ReprString(const std::string& s) {
       char buf[8];
       std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(cp & 0xFF));
       out += buf;
-    } else if (cp != ' ' && (IsPythonSpace(cp) || (cp >= 0x200B && cp <= 0x200F) ||
-                             (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x2064) ||
-                             cp == 0xFEFF)) {
+    } else if (cp != ' ' &&
+               (IsPythonSpace(cp) || (cp >= 0x200B && cp <= 0x200F) ||
+                (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2060 && cp <= 0x2064) || cp == 0xFEFF)) {
       char buf[16];
       if (cp <= 0xFF) {
         std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned>(cp));

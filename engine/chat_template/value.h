@@ -64,8 +64,8 @@ struct Namespace {
 
 // Options of Value::ToJson, mirroring Python's json.dumps as transformers calls it.
 struct JsonOptions {
-  bool has_indent = false;  // false: compact one-line output (json.dumps(indent=None))
-  std::string indent;       // used when has_indent
+  bool has_indent = false;            // false: compact one-line output (json.dumps(indent=None))
+  std::string indent;                 // used when has_indent
   std::string item_separator = ", ";  // json.dumps defaults: ", " / ": " (or "," with indent)
   std::string key_separator = ": ";
   bool ensure_ascii = false;
@@ -74,8 +74,18 @@ struct JsonOptions {
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace,
-                    kCallable };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable
+  };
 
   // The undefined value (what a missing variable or dict key evaluates to).
   Value() = default;
@@ -121,6 +131,9 @@ class Value {
   const std::shared_ptr<const Callable>& callable_ptr() const {
     return std::get<std::shared_ptr<const Callable>>(data_);
   }
+  // Nesting depth: 0 for scalars, 1 + the deepest element for lists and dicts (computed when the
+  // container is built), 1 for namespaces.
+  int depth() const { return depth_; }
   // For an undefined value: why it is undefined ("'x' is undefined"), for error messages.
   std::string UndefinedMessage() const;
 
@@ -155,6 +168,7 @@ class Value {
 
   Data data_;
   bool tuple_ = false;
+  int depth_ = 0;
 };
 
 // Python float repr: "1.0", "0.1", "1e+16", "1.5e-05", "inf", "nan".

@@ -71,7 +71,7 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
   result.prefill_seconds = Since(t0);
 
   sampler::Sampler sampler(options.sampling, options.default_seed);
-  tokenizer::StreamDecoder decoder(tokenizer);
+  tokenizer::StreamDecoder decoder(tokenizer, /*render_special=*/false);
   result.finish_reason = "length";
   size_t emitted = 0;  // bytes of result.text passed to on_token
   auto t1 = std::chrono::steady_clock::now();
@@ -87,7 +87,7 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
       break;
     }
     result.tokens.push_back(tok);
-    result.text += decoder.Push(tok);
+    result.text += decoder.Feed(tok);
     bool stopped = false;
     size_t release = result.text.size();
     if (!options.stop.empty()) {

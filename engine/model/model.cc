@@ -19,11 +19,11 @@ absl::StatusOr<WeightTensor> Bind(const gguf::GgufFile& f, const std::string& na
   }
   if (must_be_f32 && t->type != DType::kF32) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor ", name, " must be F32, is ", kernels::DTypeName(t->type)));
+        absl::StrCat("tensor ", name, " must be F32, is ", std::string(kernels::DTypeName(t->type))));
   }
   if (!kernels::IsSupported(t->type)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("tensor ", name, " has unsupported type ", kernels::DTypeName(t->type)));
+        absl::StrCat("tensor ", name, " has unsupported type ", std::string(kernels::DTypeName(t->type))));
   }
   WeightTensor w;
   w.type = t->type;

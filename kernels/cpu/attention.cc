@@ -10,8 +10,10 @@ namespace cpu::scalar {
 
 void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
                    int64_t head_dim, float scale, float* scores, float* out) {
-  auto* q16 = reinterpret_cast<float*>(Scratch(kScratchAttnQ, static_cast<size_t>(head_dim) * sizeof(float)));
-  auto* acc = reinterpret_cast<double*>(Scratch(kScratchAttnAcc, static_cast<size_t>(head_dim) * sizeof(double)));
+  auto* q16 = reinterpret_cast<float*>(
+      Scratch(kScratchAttnQ, static_cast<size_t>(head_dim) * sizeof(float)));
+  auto* acc = reinterpret_cast<double*>(
+      Scratch(kScratchAttnAcc, static_cast<size_t>(head_dim) * sizeof(double)));
   for (int64_t d = 0; d < head_dim; ++d) q16[d] = HalfToFloat(FloatToHalf(q[d]));
   for (int64_t t = 0; t < n_kv; ++t) {
     const fp16_t* kt = k + t * kv_stride;
@@ -31,8 +33,8 @@ void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_s
 
 }  // namespace cpu::scalar
 
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride,
-                   int64_t n_kv, int64_t head_dim, float scale, float* scores, float* out) {
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* scores, float* out) {
   if (cpu::UseAvx2()) {
     return cpu::avx2::AttentionHead(q, k, v, kv_stride, n_kv, head_dim, scale, scores, out);
   }

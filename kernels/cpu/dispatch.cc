@@ -29,8 +29,8 @@ bool ForcedScalar() {
 }
 
 std::atomic<int>& PathVar() {
-  static std::atomic<int> path{static_cast<int>(
-      Avx2Supported() && !ForcedScalar() ? Path::kAvx2 : Path::kScalar)};
+  static std::atomic<int> path{
+      static_cast<int>(Avx2Supported() && !ForcedScalar() ? Path::kAvx2 : Path::kScalar)};
   return path;
 }
 

@@ -54,7 +54,9 @@ inline uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | (u >> 13));
 }
 
-inline float BF16ToFloat(uint16_t h) { return std::bit_cast<float>(static_cast<uint32_t>(h) << 16); }
+inline float BF16ToFloat(uint16_t h) {
+  return std::bit_cast<float>(static_cast<uint32_t>(h) << 16);
+}
 
 inline uint16_t FloatToBF16(float f) {
   const uint32_t u = std::bit_cast<uint32_t>(f);

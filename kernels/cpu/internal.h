@@ -32,11 +32,11 @@ bool SetPathForTesting(Path p);
 // out-of-line template copies could otherwise be picked by the linker for the scalar path).
 uint8_t* Scratch(int slot, size_t bytes);
 enum ScratchSlot : int {
-  kScratchAttnQ = 0,     // AttentionHead: q rounded to fp16
-  kScratchAttnAcc = 1,   // AttentionHead: output accumulators
-  kScratchMatX = 2,      // MatMulRows: activations repacked for the kernel
-  kScratchMatTile = 3,   // MatMulRows: per-token-tile scale vectors
-  kScratchMatW = 4,      // MatMulRows: weight scales of a chunk of rows
+  kScratchAttnQ = 0,    // AttentionHead: q rounded to fp16
+  kScratchAttnAcc = 1,  // AttentionHead: output accumulators
+  kScratchMatX = 2,     // MatMulRows: activations repacked for the kernel
+  kScratchMatTile = 3,  // MatMulRows: per-token-tile scale vectors
+  kScratchMatW = 4,     // MatMulRows: weight scales of a chunk of rows
 };
 
 // Dot of k elements of one weight row with one activation row (ggml's vec_dot_<w>_<x>).

@@ -1,9 +1,9 @@
 // AVX2 kernels for Q8_0 weights x Q8_0 activations: MatMulRows and VecDot.
 //
 // Products use ggml's sign trick (maddubs(|w|, sign(x, w)), exact for w = -128 too) and widen to
-// eight int32 per block. m == 1: groups of 8 blocks fold with hadd into the 8 block sums, which
-// take their 8 scales in one FMA. m > 1: tiles of 4 tokens fold into [t0..t3 | t0..t3] per block;
-// |w| is computed once per block for the 4 tokens.
+// eight int32 per block; four rows (decode) or four tokens (prefill) then fold with hadd into
+// [low-16 sums x4 | high-16 sums x4], scaled with one FMA. Both kernels do the same arithmetic per
+// output, so results do not depend on the batch size; in prefill |w| is shared by 4 tokens.
 
 #include <immintrin.h>
 
@@ -15,19 +15,12 @@
 namespace loom::kernels::cpu::avx2 {
 namespace {
 
-constexpr int64_t kRowChunk = 16;
+constexpr int64_t kRowChunk = 16;        // rows whose scales are converted together (prefill)
+constexpr size_t kPrefetchBytes = 2048;  // decode: how far ahead of the current row to prefetch
 
-inline float Hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// Per-token layout: nb aligned 32-byte qs, then d_x per block, then per group of 8 the 8 d_x.
+// Per-token layout: nb aligned 32-byte qs, then d_x per block.
 struct Layout {
   int64_t nb = 0;
-  int64_t ngroups = 0;
   size_t off_dx = 0;
   size_t bytes = 0;
 };
@@ -35,7 +28,6 @@ struct Layout {
 Layout MakeLayout(int64_t k) {
   Layout l;
   l.nb = k / 32;
-  l.ngroups = l.nb / 8;
   l.off_dx = static_cast<size_t>(l.nb) * 32;
   l.bytes = (l.off_dx + static_cast<size_t>(l.nb) * sizeof(float) + 63) / 64 * 64;
   return l;
@@ -56,55 +48,51 @@ inline __m256i BlockProducts(__m256i w, __m256i xq) {
   return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
+inline int Load16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+
 inline __m256i LoadW(const BlockQ8_0& b) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b.qs));
 }
 
-float RowDot(const BlockQ8_0* bw, const uint8_t* px, const Layout& l) {
-  const auto* dx = reinterpret_cast<const float*>(px + l.off_dx);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t g = 0; g < l.ngroups; ++g) {
-    const BlockQ8_0* b = bw + 8 * g;
-    const uint8_t* xp = px + 256 * g;
-    __m256i s[8];
-    for (int i = 0; i < 8; ++i) {
-      s[i] = BlockProducts(LoadW(b[i]),
-                           _mm256_load_si256(reinterpret_cast<const __m256i*>(xp + 32 * i)));
-    }
-    const __m256i h0 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]),
-                                         _mm256_hadd_epi32(s[2], s[3]));
-    const __m256i h1 = _mm256_hadd_epi32(_mm256_hadd_epi32(s[4], s[5]),
-                                         _mm256_hadd_epi32(s[6], s[7]));
-    const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(h0, h1, 0x20),
-                                          _mm256_permute2x128_si256(h0, h1, 0x31));  // b0..b7
-    const auto* base = reinterpret_cast<const uint8_t*>(b);
-    auto d16 = [&](int i) {
-      uint16_t v;
-      std::memcpy(&v, base + i * sizeof(BlockQ8_0), 2);
-      return static_cast<int>(v);
-    };
-    __m128i dh = _mm_cvtsi32_si128(d16(0));
-    dh = _mm_insert_epi16(dh, d16(1), 1);
-    dh = _mm_insert_epi16(dh, d16(2), 2);
-    dh = _mm_insert_epi16(dh, d16(3), 3);
-    dh = _mm_insert_epi16(dh, d16(4), 4);
-    dh = _mm_insert_epi16(dh, d16(5), 5);
-    dh = _mm_insert_epi16(dh, d16(6), 6);
-    dh = _mm_insert_epi16(dh, d16(7), 7);
-    const __m256 scale = _mm256_mul_ps(_mm256_cvtph_ps(dh), _mm256_loadu_ps(dx + 8 * g));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), scale, acc);
-  }
-  for (int64_t b = 8 * l.ngroups; b < l.nb; ++b) {
-    const __m256i s =
-        BlockProducts(LoadW(bw[b]), _mm256_load_si256(reinterpret_cast<const __m256i*>(px + 32 * b)));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(HalfToFloat(bw[b].d) * dx[b]), acc);
-  }
-  return Hsum(acc);
+// Folds four blocks' 8 x int32 partial sums into [low 16 products x4 | high 16 products x4].
+inline __m256 Fold4(__m256i s0, __m256i s1, __m256i s2, __m256i s3) {
+  return _mm256_cvtepi32_ps(
+      _mm256_hadd_epi32(_mm256_hadd_epi32(s0, s1), _mm256_hadd_epi32(s2, s3)));
 }
 
-// One row against 4 tokens; dw: the row's d per block as floats; tile: per block
+// Decode: four weight rows (possibly repeated) against one repacked token. Per row the arithmetic
+// is that of Tokens4 for a token: lo = sum_b fma(isum_lo_b, d_w d_x, lo), the same for hi, y = lo +
+// hi; so results do not depend on m.
+void Rows4(const uint8_t* const rows[4], const uint8_t* px, const Layout& l, float out[4]) {
+  const auto* dx = reinterpret_cast<const float*>(px + l.off_dx);
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t b = 0; b < l.nb; ++b) {
+    const size_t off = static_cast<size_t>(b) * sizeof(BlockQ8_0);
+    const __m256i xq = _mm256_load_si256(reinterpret_cast<const __m256i*>(px + 32 * b));
+    __m256i s[4];
+    for (int r = 0; r < 4; ++r) {
+      s[r] = BlockProducts(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(rows[r] + off + 2)),
+                           xq);
+    }
+    // The rows' d as [r0..r3 | r0..r3].
+    const __m128i dh = _mm_setr_epi16(static_cast<int16_t>(Load16(rows[0] + off)),
+                                      static_cast<int16_t>(Load16(rows[1] + off)),
+                                      static_cast<int16_t>(Load16(rows[2] + off)),
+                                      static_cast<int16_t>(Load16(rows[3] + off)), 0, 0, 0, 0);
+    const __m256 dw = _mm256_cvtph_ps(_mm_unpacklo_epi64(dh, dh));
+    acc = _mm256_fmadd_ps(Fold4(s[0], s[1], s[2], s[3]), _mm256_mul_ps(dw, _mm256_set1_ps(dx[b])),
+                          acc);
+  }
+  _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
+}
+
+// Prefill: one row against 4 tokens; dw: the row's d per block as floats; tile: per block
 // [dx t0..t3 | dx t0..t3].
-void RowDot4(const BlockQ8_0* bw, const float* dw, const uint8_t* const px[4], const float* tile,
+void Tokens4(const BlockQ8_0* bw, const float* dw, const uint8_t* const px[4], const float* tile,
              const Layout& l, float out[4]) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t b = 0; b < l.nb; ++b) {
@@ -116,10 +104,8 @@ void RowDot4(const BlockQ8_0* bw, const float* dw, const uint8_t* const px[4], c
       const __m256i xq = _mm256_load_si256(reinterpret_cast<const __m256i*>(px[t] + 32 * b));
       s[t] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(xq, w)), ones16);
     }
-    const __m256i h =
-        _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
     const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(dw + b), _mm256_load_ps(tile + 8 * b));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(h), scale, acc);
+    acc = _mm256_fmadd_ps(Fold4(s[0], s[1], s[2], s[3]), scale, acc);
   }
   _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1)));
 }
@@ -136,8 +122,16 @@ void MatMulQ8_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, siz
   }
   const auto* wb = static_cast<const uint8_t*>(w);
   if (m == 1) {
-    for (int64_t i = row_begin; i < row_end; ++i) {
-      y[i] = RowDot(reinterpret_cast<const BlockQ8_0*>(wb + i * w_row_bytes), px, l);
+    // Decode streams W once; prefetching a few rows ahead keeps enough misses in flight.
+    for (int64_t i = row_begin; i < row_end; i += 4) {
+      const uint8_t* rows[4];
+      for (int r = 0; r < 4; ++r) rows[r] = wb + (i + r < row_end ? i + r : i) * w_row_bytes;
+      for (size_t o = 0; o < 4 * w_row_bytes; o += 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(rows[0] + kPrefetchBytes + o), _MM_HINT_T0);
+      }
+      float out[4];
+      Rows4(rows, px, l, out);
+      for (int r = 0; r < 4 && i + r < row_end; ++r) y[i + r] = out[r];
     }
     return;
   }
@@ -173,25 +167,19 @@ void MatMulQ8_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, siz
       const int nt = m - 4 * tt < 4 ? static_cast<int>(m - 4 * tt) : 4;
       for (int64_t i = c0; i < c1; ++i) {
         float out[4];
-        RowDot4(reinterpret_cast<const BlockQ8_0*>(wb + i * w_row_bytes), dw + (i - c0) * l.nb,
-                pt, tiles + tt * l.nb * 8, l, out);
+        Tokens4(reinterpret_cast<const BlockQ8_0*>(wb + i * w_row_bytes), dw + (i - c0) * l.nb, pt,
+                tiles + tt * l.nb * 8, l, out);
         for (int t = 0; t < nt; ++t) y[(4 * tt + t) * ldy + i] = out[t];
       }
     }
   }
 }
 
+// VecDot is the one-row MatMulRows, so that both give the same bits.
 float DotQ8_0Q8_0(int64_t k, const void* w, const void* x) {
-  const auto* bw = static_cast<const BlockQ8_0*>(w);
-  const auto* bx = static_cast<const BlockQ8_0*>(x);
-  __m256 acc = _mm256_setzero_ps();
-  for (int64_t i = 0; i < k / 32; ++i) {
-    const __m256i s =
-        BlockProducts(LoadW(bw[i]), _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bx[i].qs)));
-    acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s),
-                          _mm256_set1_ps(HalfToFloat(bw[i].d) * HalfToFloat(bx[i].d)), acc);
-  }
-  return Hsum(acc);
+  float y;
+  MatMulQ8_0(w, RowBytes(DType::kQ8_0, k), k, x, RowBytes(DType::kQ8_0, k), 1, &y, 1, 0, 1);
+  return y;
 }
 
 }  // namespace loom::kernels::cpu::avx2

@@ -177,8 +177,8 @@ fp16_t Fp32ToFp16(float f) {
     return sign | static_cast<uint16_t>(std::nearbyint(a * std::ldexp(1.0, 24)));
   }
   int e2;
-  std::frexp(a, &e2);  // a = frac * 2^e2, frac in [0.5, 1)
-  int e = e2 - 1;      // a in [2^e, 2^(e+1))
+  std::frexp(a, &e2);                                // a = frac * 2^e2, frac in [0.5, 1)
+  int e = e2 - 1;                                    // a in [2^e, 2^(e+1))
   double q = std::nearbyint(std::ldexp(a, 10 - e));  // in [1024, 2048]
   if (q == 2048.0) {
     q = 1024.0;
@@ -325,7 +325,7 @@ void MatMulRows(DType w_type, const void* w, size_t w_row_bytes, int64_t k, cons
     for (int64_t i = row_begin; i < row_end; ++i) {
       y[j * ldy + i] = static_cast<float>(
           ref::VecDot(w_type, k, static_cast<const uint8_t*>(w) + i * w_row_bytes,
-                 static_cast<const uint8_t*>(x) + j * x_row_bytes));
+                      static_cast<const uint8_t*>(x) + j * x_row_bytes));
     }
   }
 }
@@ -376,8 +376,8 @@ void Rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
   }
 }
 
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride,
-                   int64_t n_kv, int64_t head_dim, float scale, float* out) {
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* out) {
   std::vector<double> s(static_cast<size_t>(n_kv));
   double max = -INFINITY;
   for (int64_t t = 0; t < n_kv; ++t) {

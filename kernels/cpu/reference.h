@@ -51,7 +51,7 @@ void Rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
           float freq_base, float freq_scale, RopeStyle style);
 
 // q and the probabilities rounded to fp16 as kernels::AttentionHead; everything else in double.
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride,
-                   int64_t n_kv, int64_t head_dim, float scale, float* out);
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* out);
 
 }  // namespace loom::kernels::ref

@@ -36,9 +36,8 @@ inline void AccumulateDouble(__m256 v, __m256d* lo, __m256d* hi) {
 inline __m256 Exp(__m256 x) {
   x = _mm256_min_ps(_mm256_set1_ps(89.0f), x);
   x = _mm256_max_ps(_mm256_set1_ps(-104.0f), x);
-  const __m256 n =
-      _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
   __m256 p = _mm256_set1_ps(1.9875691500e-4f);
@@ -48,8 +47,8 @@ inline __m256 Exp(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  const __m256i ni = _mm256_cvtps_epi32(n);               // in [-150, 129]
-  const __m256i n1 = _mm256_srai_epi32(ni, 1);            // floor(n / 2)
+  const __m256i ni = _mm256_cvtps_epi32(n);     // in [-150, 129]
+  const __m256i n1 = _mm256_srai_epi32(ni, 1);  // floor(n / 2)
   const __m256i n2 = _mm256_sub_epi32(ni, n1);
   const __m256i bias = _mm256_set1_epi32(127);
   const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
@@ -122,7 +121,8 @@ void Softmax(float* x, int64_t n) {
   }
   const float inv = static_cast<float>(1.0 / sum);
   const __m256 vi = _mm256_set1_ps(inv);
-  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
+  for (i = 0; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), vi));
   for (; i < n; ++i) x[i] *= inv;
 }
 
@@ -134,8 +134,8 @@ float DotF32(int64_t k, const void* w, const void* x) {
   int64_t i = 0;
   for (; i + 32 <= k; i += 32) {
     for (int j = 0; j < 4; ++j) {
-      acc[j] = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j),
-                               acc[j]);
+      acc[j] =
+          _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8 * j), _mm256_loadu_ps(b + i + 8 * j), acc[j]);
     }
   }
   for (; i + 8 <= k; i += 8) {
@@ -200,7 +200,8 @@ void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_s
   }
   for (; d < head_dim; ++d) q16[d] = HalfToFloat(FloatToHalf(q[d]));
 
-  for (int64_t t = 0; t < n_kv; ++t) scores[t] = DotF32F16(q16, k + t * kv_stride, head_dim) * scale;
+  for (int64_t t = 0; t < n_kv; ++t)
+    scores[t] = DotF32F16(q16, k + t * kv_stride, head_dim) * scale;
   Softmax(scores, n_kv);
   // ggml multiplies V by the probabilities rounded to fp16.
   int64_t t0 = 0;

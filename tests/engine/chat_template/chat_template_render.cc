@@ -4,7 +4,8 @@
 //   chat_template_render TEMPLATE.jinja < context.json
 //     prints the rendering to stdout (exit 0), or "error: <message>" to stderr (exit 1).
 //   chat_template_render --batch < jobs.json
-//     jobs.json is [{"template": PATH, "context": {...}}, ...]; prints a JSON array of
+//     jobs.json is [{"template": PATH or "source": TEXT, "context": {...}, "options": {...}}, ...];
+//     options may set trim_blocks, lstrip_blocks, keep_trailing_newline. Prints a JSON array of
 //     {"ok": true, "output": "..."} / {"ok": false, "error": "..."}, one per job.
 
 #include <fstream>
@@ -13,7 +14,6 @@
 #include <sstream>
 #include <string>
 
-#include "absl/container/flat_hash_map.h"
 #include "engine/chat_template/chat_template.h"
 #include "nlohmann/json.hpp"
 
@@ -61,14 +61,30 @@ bool ReadFile(const std::string& path, std::string* out) {
   return true;
 }
 
-absl::StatusOr<std::string> RenderOne(const std::string& template_path, const Json& context) {
-  std::string source;
-  if (!ReadFile(template_path, &source)) {
-    return absl::NotFoundError("cannot read template " + template_path);
-  }
-  absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::Parse(source);
+absl::StatusOr<std::string> Render(const std::string& source, const Json& context,
+                                   const ChatTemplate::Options& options) {
+  absl::StatusOr<ChatTemplate> tmpl = ChatTemplate::Parse(source, options);
   if (!tmpl.ok()) return tmpl.status();
   return tmpl->RenderWithContext(ToValue(context));
+}
+
+// A batch job: {"template": PATH} or {"source": TEXT}, "context", optional "options" with
+// trim_blocks / lstrip_blocks / keep_trailing_newline.
+absl::StatusOr<std::string> RenderJob(const Json& job) {
+  std::string source;
+  if (job.contains("source")) {
+    source = job["source"].get<std::string>();
+  } else if (!ReadFile(job.value("template", ""), &source)) {
+    return absl::NotFoundError("cannot read template " + job.value("template", ""));
+  }
+  ChatTemplate::Options options;
+  if (job.contains("options") && job["options"].is_object()) {
+    const Json& o = job["options"];
+    options.trim_blocks = o.value("trim_blocks", options.trim_blocks);
+    options.lstrip_blocks = o.value("lstrip_blocks", options.lstrip_blocks);
+    options.keep_trailing_newline = o.value("keep_trailing_newline", options.keep_trailing_newline);
+  }
+  return Render(source, job.contains("context") ? job["context"] : Json::object(), options);
 }
 
 }  // namespace
@@ -88,7 +104,12 @@ int main(int argc, char** argv) {
   }
   const std::string arg = argv[1];
   if (arg != "--batch") {
-    absl::StatusOr<std::string> out = RenderOne(arg, parsed);
+    std::string source;
+    if (!ReadFile(arg, &source)) {
+      std::cerr << "error: cannot read template " << arg << "\n";
+      return 1;
+    }
+    absl::StatusOr<std::string> out = Render(source, parsed, ChatTemplate::Options());
     if (!out.ok()) {
       std::cerr << "error: " << out.status().message() << "\n";
       return 1;
@@ -99,7 +120,7 @@ int main(int argc, char** argv) {
   Json results = Json::array();
   for (const Json& job : parsed) {
     Json result;
-    absl::StatusOr<std::string> out = RenderOne(job.value("template", ""), job["context"]);
+    absl::StatusOr<std::string> out = RenderJob(job);
     result["ok"] = out.ok();
     if (out.ok()) {
       result["output"] = *out;

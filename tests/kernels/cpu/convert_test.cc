@@ -73,7 +73,9 @@ TEST_P(ConvertTest, Fp32ToFp16MatchesReferenceAndF16c) {
     const fp16_t want = ref::Fp32ToFp16(v[i]);
     ASSERT_EQ(Fp32ToFp16(v[i]), want) << std::hex << Bits(v[i]);
     ASSERT_EQ(row[i], want) << std::hex << Bits(v[i]);
-    if (f16c) ASSERT_EQ(HardwareFp32ToFp16(v[i]), want) << std::hex << Bits(v[i]);
+    if (f16c) {
+      ASSERT_EQ(HardwareFp32ToFp16(v[i]), want) << std::hex << Bits(v[i]);
+    }
   }
 }
 
@@ -90,7 +92,8 @@ TEST_P(ConvertTest, Fp32ToFp16RowTails) {
 
 TEST_P(ConvertTest, Bf16MatchesReference) {
   for (uint32_t h = 0; h < 65536; ++h) {
-    ASSERT_TRUE(SameFloat(Bf16ToFp32(static_cast<bf16_t>(h)), ref::Bf16ToFp32(static_cast<bf16_t>(h))));
+    ASSERT_TRUE(
+        SameFloat(Bf16ToFp32(static_cast<bf16_t>(h)), ref::Bf16ToFp32(static_cast<bf16_t>(h))));
   }
   for (float f : InterestingFloats()) {
     ASSERT_EQ(Fp32ToBf16(f), ref::Fp32ToBf16(f)) << std::hex << Bits(f);
@@ -102,12 +105,12 @@ TEST_P(ConvertTest, SpecialValues) {
   EXPECT_EQ(Fp32ToFp16(65519.99f), 0x7BFF);
   EXPECT_EQ(Fp32ToFp16(65520.0f), 0x7C00);  // tie rounds to even: infinity
   EXPECT_EQ(Fp32ToFp16(-INFINITY), 0xFC00);
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -25)), 0x0000);                // tie to even: zero
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.5f, -25)), 0x0001);                // above the tie
-  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -25)), 0x0002);                // 1.5 ulp: to even
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.0f, -25)), 0x0000);  // tie to even: zero
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(1.5f, -25)), 0x0001);  // above the tie
+  EXPECT_EQ(Fp32ToFp16(std::ldexp(3.0f, -25)), 0x0002);  // 1.5 ulp: to even
   EXPECT_EQ(Fp32ToFp16(-0.0f), 0x8000);
-  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);        // tie: down to even
-  EXPECT_EQ(Fp32ToFp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);    // tie: up to even
+  EXPECT_EQ(Fp32ToFp16(1.0f + std::ldexp(1.0f, -11)), 0x3C00);      // tie: down to even
+  EXPECT_EQ(Fp32ToFp16(1.0f + 3 * std::ldexp(1.0f, -11)), 0x3C02);  // tie: up to even
   EXPECT_EQ(Fp32ToBf16(1.0f + std::ldexp(1.0f, -8)), 0x3F80);
   EXPECT_EQ(Fp32ToBf16(1.0f + 3 * std::ldexp(1.0f, -8)), 0x3F82);
 }
@@ -118,7 +121,9 @@ TEST(CpuPathTest, ReportsThePathInUse) {
   const Path saved = cpu::ActivePath();
   ASSERT_TRUE(cpu::SetPathForTesting(Path::kScalar));
   EXPECT_EQ(CpuPath(), "scalar");
-  if (cpu::SetPathForTesting(Path::kAvx2)) EXPECT_EQ(CpuPath(), "avx2");
+  if (cpu::SetPathForTesting(Path::kAvx2)) {
+    EXPECT_EQ(CpuPath(), "avx2");
+  }
   cpu::SetPathForTesting(saved);
 }
 

@@ -22,8 +22,8 @@ std::vector<int64_t> SizesFor(DType t) {
 class DotTest : public PathTest {};
 
 TEST_P(DotTest, MatchesReference) {
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K,
-                  DType::kF32, DType::kF16, DType::kBF16}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K, DType::kF32,
+                  DType::kF16, DType::kBF16}) {
     for (int64_t k : SizesFor(t)) {
       std::mt19937 rng(static_cast<uint32_t>(k * 31 + static_cast<int>(t)));
       for (int rep = 0; rep < 4; ++rep) {

@@ -52,9 +52,9 @@ void CheckMatMul(DType t, const Shape& s, int64_t row_begin, int64_t row_end) {
 class MatMulTest : public PathTest {};
 
 TEST_P(MatMulTest, QuantizedWeightsMatchReference) {
-  const Shape shapes[] = {{16, 32, 1},  {37, 576, 1}, {24, 1536, 1}, {9, 544, 1},  {13, 2080, 1},
-                          {19, 96, 2},  {33, 160, 3}, {40, 576, 4},  {17, 544, 7}, {21, 2080, 5},
-                          {35, 576, 9}, {18, 256, 16}};
+  const Shape shapes[] = {{16, 32, 1},   {37, 576, 1},  {24, 1536, 1}, {9, 544, 1},
+                          {13, 2080, 1}, {19, 96, 2},   {33, 160, 3},  {40, 576, 4},
+                          {17, 544, 7},  {21, 2080, 5}, {35, 576, 9},  {18, 256, 16}};
   for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
     for (const Shape& s : shapes) CheckMatMul(t, s, 0, s.n_out);
   }
@@ -76,29 +76,41 @@ TEST_P(MatMulTest, OtherWeightTypesMatchReference) {
   }
 }
 
-TEST_P(MatMulTest, PrefillMatchesDecode) {
-  // Each token of a tiled prefill equals the same token computed alone (m = 1), up to rounding.
+TEST_P(MatMulTest, BatchDoesNotChangeTheBits) {
+  // A token's outputs are bit-identical whether it comes alone (m = 1, the decode kernel), in a
+  // batch (the prefill tiles, at any position in a tile), through VecDot, or with any row range.
   std::mt19937 rng(21);
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0}) {
-    const int64_t n_out = 24, k = 576, m = 10;
-    std::vector<uint8_t> w, x;
-    for (int64_t i = 0; i < n_out; ++i) {
-      const std::vector<uint8_t> r = RandomRow(rng, t, k);
-      w.insert(w.end(), r.begin(), r.end());
-    }
-    for (int64_t j = 0; j < m; ++j) {
-      const std::vector<uint8_t> r = RandomActRow(rng, t, k);
-      x.insert(x.end(), r.begin(), r.end());
-    }
-    const size_t wrb = RowBytes(t, k), xrb = RowBytes(VecDotType(t), k);
-    std::vector<float> all(static_cast<size_t>(n_out * m)), one(static_cast<size_t>(n_out));
-    MatMulRows(t, w.data(), wrb, k, x.data(), xrb, m, all.data(), n_out, 0, n_out);
-    for (int64_t j = 0; j < m; ++j) {
-      MatMulRows(t, w.data(), wrb, k, x.data() + j * xrb, xrb, 1, one.data(), n_out, 0, n_out);
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ8_0, DType::kQ4_K, DType::kF16}) {
+    for (int64_t k : {64, 544, 576}) {
+      const int64_t kk = BlockSize(t) == 256 ? 512 : k;
+      const int64_t n_out = 23, m = 10;
+      std::vector<uint8_t> w, x;
       for (int64_t i = 0; i < n_out; ++i) {
-        const double tol =
-            1e-5 * ref::VecDotAbs(t, k, w.data() + i * wrb, x.data() + j * xrb) + 1e-30;
-        ASSERT_NEAR(all[static_cast<size_t>(j * n_out + i)], one[static_cast<size_t>(i)], tol);
+        const std::vector<uint8_t> r = RandomRow(rng, t, kk);
+        w.insert(w.end(), r.begin(), r.end());
+      }
+      for (int64_t j = 0; j < m; ++j) {
+        const std::vector<uint8_t> r = RandomActRow(rng, t, kk);
+        x.insert(x.end(), r.begin(), r.end());
+      }
+      const size_t wrb = RowBytes(t, kk), xrb = RowBytes(VecDotType(t), kk);
+      std::vector<float> all(static_cast<size_t>(n_out * m)), one(static_cast<size_t>(n_out));
+      MatMulRows(t, w.data(), wrb, kk, x.data(), xrb, m, all.data(), n_out, 0, n_out);
+      for (int64_t j = 0; j < m; ++j) {
+        MatMulRows(t, w.data(), wrb, kk, x.data() + j * xrb, xrb, 1, one.data(), n_out, 0, 5);
+        MatMulRows(t, w.data(), wrb, kk, x.data() + j * xrb, xrb, 1, one.data(), n_out, 5, n_out);
+        std::vector<float> sub(static_cast<size_t>(n_out * 3));
+        const int64_t j0 = j < 2 ? 0 : j - 2;  // the token at another position of a tile
+        MatMulRows(t, w.data(), wrb, kk, x.data() + j0 * xrb, xrb, 3, sub.data(), n_out, 1, n_out);
+        for (int64_t i = 0; i < n_out; ++i) {
+          const float got = all[static_cast<size_t>(j * n_out + i)];
+          ASSERT_EQ(Bits(got), Bits(one[static_cast<size_t>(i)]))
+              << DTypeName(t) << " k=" << kk << " row " << i << " token " << j;
+          ASSERT_EQ(Bits(got), Bits(VecDot(t, kk, w.data() + i * wrb, x.data() + j * xrb)));
+          if (i >= 1 && j - j0 < 3) {
+            ASSERT_EQ(Bits(got), Bits(sub[static_cast<size_t>((j - j0) * n_out + i)]));
+          }
+        }
       }
     }
   }

@@ -19,7 +19,8 @@ TEST_P(NormTest, RmsNormMatchesReference) {
     std::vector<float> got(static_cast<size_t>(n)), want(static_cast<size_t>(n));
     RmsNorm(x.data(), w.data(), got.data(), n, 1e-5f);
     ref::RmsNorm(x.data(), w.data(), want.data(), n, 1e-5f);
-    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], want[i], 1e-6f * std::fabs(want[i]) + 1e-30);
+    for (int64_t i = 0; i < n; ++i)
+      ASSERT_NEAR(got[i], want[i], 1e-6f * std::fabs(want[i]) + 1e-30);
     std::vector<float> inplace = x;  // y aliases x
     RmsNorm(inplace.data(), w.data(), inplace.data(), n, 1e-5f);
     for (int64_t i = 0; i < n; ++i) ASSERT_EQ(inplace[i], got[i]);

@@ -19,7 +19,8 @@ std::vector<std::vector<float>> TestRows(int64_t n) {
   // amax = 127 gives d = 1, id = 1: every x.5 is an exact tie, which must round away from zero.
   std::vector<float> ties(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; ++i) {
-    ties[static_cast<size_t>(i)] = (i % 32 == 0) ? 127.0f : static_cast<float>((i % 64) - 32) + 0.5f;
+    ties[static_cast<size_t>(i)] =
+        (i % 32 == 0) ? 127.0f : static_cast<float>((i % 64) - 32) + 0.5f;
   }
   rows.push_back(ties);
   std::vector<float> neg = RandomActivations(rng, n);
@@ -32,8 +33,9 @@ class QuantTest : public PathTest {};
 
 TEST_P(QuantTest, Q8MatchesGgmlReferenceBitExactly) {
   for (DType t : {DType::kQ8_0, DType::kQ8_1, DType::kQ8_K}) {
-    const std::vector<int64_t> sizes = t == DType::kQ8_K ? std::vector<int64_t>{256, 512, 768, 1536}
-                                                         : std::vector<int64_t>{32, 64, 96, 576, 1536};
+    const std::vector<int64_t> sizes = t == DType::kQ8_K
+                                           ? std::vector<int64_t>{256, 512, 768, 1536}
+                                           : std::vector<int64_t>{32, 64, 96, 576, 1536};
     for (int64_t n : sizes) {
       for (const std::vector<float>& x : TestRows(n)) {
         std::vector<uint8_t> got(RowBytes(t, n), 0xEE), want(RowBytes(t, n), 0xEE);
@@ -75,8 +77,8 @@ TEST_P(QuantTest, Q8RoundTripWithinHalfAStep) {
       for (int j = 0; j < bs; ++j) amax = std::fmax(amax, std::fabs(x[b * bs + j]));
       // Q8_0/Q8_1 store d = amax / 127 as fp16 (relative error 2^-11, times up to 127 steps).
       const float step = amax / 127.0f;
-      const float bound = t == DType::kQ8_K ? 0.5f * step * 1.0001f
-                                            : step * (0.5f + 127.0f / 2048.0f) * 1.0001f;
+      const float bound =
+          t == DType::kQ8_K ? 0.5f * step * 1.0001f : step * (0.5f + 127.0f / 2048.0f) * 1.0001f;
       for (int j = 0; j < bs; ++j) {
         ASSERT_LE(std::fabs(y[b * bs + j] - x[b * bs + j]), bound) << DTypeName(t);
       }

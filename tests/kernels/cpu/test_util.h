@@ -37,11 +37,11 @@ inline std::string PathName(const ::testing::TestParamInfo<Path>& info) {
   return info.param == Path::kAvx2 ? "Avx2" : "Scalar";
 }
 
-#define LOOM_INSTANTIATE_PATHS(suite)                                                  \
-  INSTANTIATE_TEST_SUITE_P(Paths, suite,                                               \
-                           ::testing::Values(::loom::kernels::cpu::Path::kScalar,      \
-                                             ::loom::kernels::cpu::Path::kAvx2),       \
-                           ::loom::kernels::testing::PathName)
+#define LOOM_INSTANTIATE_PATHS(suite)                                                            \
+  INSTANTIATE_TEST_SUITE_P(                                                                      \
+      Paths, suite,                                                                              \
+      ::testing::Values(::loom::kernels::cpu::Path::kScalar, ::loom::kernels::cpu::Path::kAvx2), \
+      ::loom::kernels::testing::PathName)
 
 inline std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo, float hi) {
   std::uniform_real_distribution<float> dist(lo, hi);
