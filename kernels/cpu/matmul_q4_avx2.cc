@@ -28,7 +28,7 @@ namespace loom::kernels::cpu::avx2 {
 namespace {
 
 constexpr int64_t kRowChunk = 16;        // prefill: rows whose scales are converted together
-constexpr size_t kPrefetchBytes = 2048;  // decode: how far ahead of the current rows to prefetch
+constexpr size_t kPrefetchBytes = 4096;  // decode: how far ahead of the current rows to prefetch
 
 inline __m256i Load2x128(const void* lo, const void* hi) {
   return _mm256_inserti128_si256(

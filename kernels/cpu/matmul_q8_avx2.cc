@@ -16,7 +16,7 @@ namespace loom::kernels::cpu::avx2 {
 namespace {
 
 constexpr int64_t kRowChunk = 16;        // rows whose scales are converted together (prefill)
-constexpr size_t kPrefetchBytes = 2048;  // decode: how far ahead of the current row to prefetch
+constexpr size_t kPrefetchBytes = 4096;  // decode: how far ahead of the current row to prefetch
 
 // Per-token layout: nb aligned 32-byte qs, then d_x per block.
 struct Layout {
