@@ -131,10 +131,10 @@ void QuantizeRowQ8_0(const float* x, BlockQ8_0* y, int64_t n) {
       amax = amax > v ? amax : v;
     }
     const float d = amax / ((1 << 7) - 1);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;  // as ggml's x86 path
     y[i].d = FloatToHalf(d);
     for (int j = 0; j < kQK8_0; ++j) {
-      y[i].qs[j] = static_cast<int8_t>(std::roundf(x[i * kQK8_0 + j] * id));
+      y[i].qs[j] = static_cast<int8_t>(std::nearbyintf(x[i * kQK8_0 + j] * id));
     }
   }
 }
@@ -147,11 +147,11 @@ void QuantizeRowQ8_1(const float* x, BlockQ8_1* y, int64_t n) {
       amax = amax > v ? amax : v;
     }
     const float d = amax / ((1 << 7) - 1);
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;  // as ggml's x86 path
     y[i].d = FloatToHalf(d);
     int sum = 0;
     for (int j = 0; j < kQK8_1; ++j) {
-      y[i].qs[j] = static_cast<int8_t>(std::roundf(x[i * kQK8_1 + j] * id));
+      y[i].qs[j] = static_cast<int8_t>(std::nearbyintf(x[i * kQK8_1 + j] * id));
       sum += y[i].qs[j];
     }
     y[i].s = FloatToHalf(static_cast<float>(sum) * d);

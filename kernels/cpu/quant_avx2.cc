@@ -1,6 +1,6 @@
 // AVX2 / F16C quantization of activations to Q8_0 / Q8_1 and fp16 row conversions. Bit-identical
-// to the scalar code (and to ggml's quantize_row_q8_*_ref): the same amax, d = amax / 127,
-// id = 1 / d, one IEEE multiply per element and round half away from zero (as roundf).
+// to the scalar code and to ggml's x86 quantize_row_q8_0/q8_1, which llama.cpp runs on this kind of
+// CPU: d = amax / 127, id = 127 / amax, one IEEE multiply per element, round half to even.
 
 #include <immintrin.h>
 
@@ -9,17 +9,6 @@
 
 namespace loom::kernels::cpu::avx2 {
 namespace {
-
-// roundf for |v| < 2^23: truncate, then step away from zero when the dropped part is >= 0.5
-// (v - trunc(v) is exact).
-inline __m256 RoundHalfAway(__m256 v) {
-  const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  const __m256 frac = _mm256_andnot_ps(sign, _mm256_sub_ps(v, t));
-  const __m256 step = _mm256_or_ps(_mm256_and_ps(v, sign), _mm256_set1_ps(1.0f));  // +-1
-  const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-  return _mm256_add_ps(t, _mm256_and_ps(up, step));
-}
 
 // Quantizes 32 floats; stores the int8 values to qs, returns d, and the sum of the values in *sum.
 inline float QuantizeBlock(const float* x, int8_t* qs, int* sum) {
@@ -34,10 +23,11 @@ inline float QuantizeBlock(const float* x, int8_t* qs, int* sum) {
   m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
   const float max_scalar = _mm_cvtss_f32(m4);
   const float d = max_scalar / ((1 << 7) - 1);
-  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  const float id = max_scalar != 0.0f ? 127.0f / max_scalar : 0.0f;
   const __m256 mul = _mm256_set1_ps(id);
   __m256i q[4];
-  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(RoundHalfAway(_mm256_mul_ps(v[i], mul)));
+  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(
+        _mm256_round_ps(_mm256_mul_ps(v[i], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   if (sum != nullptr) {
     const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
     __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));

@@ -266,14 +266,17 @@ void QuantizeRow(DType t, const float* x, void* y, int64_t n) {
         uint8_t* b = static_cast<uint8_t*>(y) + static_cast<size_t>(i) * ts;
         float amax = 0.0f;
         for (int j = 0; j < 32; ++j) amax = std::fabs(x[j]) > amax ? std::fabs(x[j]) : amax;
+        // ggml's x86 quantize_row_q8_0/q8_1 (what llama.cpp runs here): id = 127 / amax, round half
+        // to even. (ggml's portable *_ref uses 1 / d and roundf; the two differ by one in rare
+        // elements, enough to move a small model's logits.)
         const float d = amax / 127;
-        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
         const fp16_t dh = Fp32ToFp16(d);
         std::memcpy(b, &dh, 2);
         auto* qs = reinterpret_cast<int8_t*>(b + (q8_1 ? 4 : 2));
         int sum = 0;
         for (int j = 0; j < 32; ++j) {
-          qs[j] = static_cast<int8_t>(std::round(x[j] * id));  // half away from zero, as roundf
+          qs[j] = static_cast<int8_t>(std::nearbyint(x[j] * id));  // half to even
           sum += qs[j];
         }
         if (q8_1) {

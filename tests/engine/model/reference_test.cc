@@ -2,9 +2,15 @@
 // and first-step top-10 logits within a stated tolerance. The reference numbers come from
 // tools/make_reference.py (llama-cpp-python) and are committed in tests/data/reference_llamacpp.json.
 //
-// llama.cpp quantizes activations (Q8_1 / Q8_0) for its quantized dot products, and so does Loom, but
-// the summation order differs; where llama.cpp's own top-2 logits at a step are closer than
-// kTieMargin, either token is a faithful greedy choice, so the comparison of that case ends there.
+// llama.cpp quantizes activations (Q8_1 / Q8_0) for its quantized dot products, and so does Loom
+// with the same x86 formula, but the floating-point summation order differs (llama.cpp here was
+// built for AVX-512, Loom uses AVX2). Rounding a value to 8 bits turns a 1-ulp difference into a
+// whole quantization step, so such differences grow through 30 layers: Loom's own AVX2 and scalar
+// paths differ from each other by up to ~0.5 on these logits, as much as either differs from
+// llama.cpp. Hence the stated tolerance; where llama.cpp's own top-2 logits at a step are closer
+// than it, either token is a faithful greedy choice and the comparison of that case ends there
+// (the test prints how often).
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -23,10 +29,10 @@ namespace {
 
 constexpr char kModel[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 constexpr char kReference[] = "tests/data/reference_llamacpp.json";
-// Largest allowed |Loom - llama.cpp| on a first-step top-10 logit.
-constexpr float kLogitTolerance = 0.15f;
+// Largest allowed |Loom - llama.cpp| on a first-step top-10 logit (top logits here are 17-35).
+constexpr float kLogitTolerance = 0.6f;
 // Below this llama.cpp top-1/top-2 gap a step is a near-tie (see above).
-constexpr float kTieMargin = 0.15f;
+constexpr float kTieMargin = kLogitTolerance;
 
 class ReferenceTest : public ::testing::Test {
  protected:
@@ -73,7 +79,8 @@ TEST_F(ReferenceTest, GreedyAndLogitsMatchLlamaCpp) {
   for (int threads : {1, 2}) {
     auto backend = CreateBackend("cpu", *model_, {.n_threads = threads});
     ASSERT_TRUE(backend.ok()) << backend.status();
-    int compared_steps = 0, total_steps = 0, cut_cases = 0;
+    int identical_steps = 0, total_steps = 0, near_tie_steps = 0, free_running_steps = 0;
+    int cut_cases = 0;
     float worst_logit = 0;
     for (const auto& c : (*reference_)["cases"]) {
       const std::string name = c["name"];
@@ -95,33 +102,40 @@ TEST_F(ReferenceTest, GreedyAndLogitsMatchLlamaCpp) {
         worst_logit = std::max(worst_logit, diff);
         EXPECT_LE(diff, kLogitTolerance) << name << " top-" << i << " token " << top_ids[i];
       }
-      // Greedy continuation.
+      // Greedy continuation, fed llama.cpp's tokens (so one near-tie does not end the case): at
+      // every step Loom's argmax must be llama.cpp's token unless llama.cpp's own margin there is
+      // under kTieMargin. Free-running, the two would stay identical up to the first such step.
+      bool free_running = true;
       for (size_t step = 0; step < greedy.size(); ++step) {
         ++total_steps;
-        int32_t best = 0;
-        for (int32_t v = 1; v < static_cast<int32_t>(logits.size()); ++v) {
-          if (logits[v] > logits[best]) best = v;
-        }
-        if (best != greedy[step]) {
-          if (margins[step] < kTieMargin) {
+        const int32_t best =
+            static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+        if (best == greedy[step]) {
+          ++identical_steps;
+          if (free_running) ++free_running_steps;
+        } else if (margins[step] < kTieMargin) {
+          ++near_tie_steps;
+          if (free_running) {
             ++cut_cases;
-            std::printf("%s: near-tie at step %zu (llama.cpp margin %.4f), comparison ends\n",
-                        name.c_str(), step, margins[step]);
-            break;
+            std::printf("%s: free-running output would diverge at near-tie step %zu (llama.cpp "
+                        "margin %.4f)\n", name.c_str(), step, margins[step]);
           }
+          free_running = false;
+        } else {
           ADD_FAILURE() << name << ": step " << step << " Loom " << best << " llama.cpp "
                         << greedy[step] << " (margin " << margins[step] << ")";
-          break;
+          free_running = false;
         }
-        ++compared_steps;
         if (step + 1 == greedy.size()) break;
         SeqBatch b{&kv, std::span<const int32_t>(&greedy[step], 1), false};
         ASSERT_TRUE((*backend)->Forward({&b, 1}, &logits).ok());
       }
     }
-    std::printf("threads=%d: %d/%d greedy steps identical, %d case(s) cut at a near-tie, worst "
-                "top-10 logit difference %.4f\n",
-                threads, compared_steps, total_steps, cut_cases, worst_logit);
+    std::printf("threads=%d: %d/%d greedy steps identical to llama.cpp, %d differ at near-ties "
+                "(margin < %.2f); free-running, %d steps identical before %d/%zu cases meet a "
+                "near-tie; worst first-step top-10 logit difference %.4f\n",
+                threads, identical_steps, total_steps, near_tie_steps, kTieMargin,
+                free_running_steps, cut_cases, (*reference_)["cases"].size(), worst_logit);
   }
 }
 
