@@ -221,6 +221,7 @@ int RunChat(const std::vector<std::string>& args) {
       msgs.pop_back();
       continue;
     }
+    std::printf("\n");
     msgs.push_back({"assistant", result->text});
     cached = ids;
     cached.insert(cached.end(), result->tokens.begin(), result->tokens.end());
