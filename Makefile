@@ -35,5 +35,13 @@ test-unit: build
 bench: build model
 	.venv/bin/python bench/engine/run.py --build $(BUILD) --model $(MODEL)
 
+# libFuzzer on the GGUF reader for FUZZ_SECONDS (clang; see fuzz/CMakeLists.txt).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DLOOM_FUZZ=ON -DLOOM_BUILD_TESTS=OFF -DLOOM_BUILD_BENCH=OFF
+	cmake --build build-fuzz --target gguf_fuzz
+	mkdir -p build-fuzz/corpus-new
+	build-fuzz/fuzz/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/gguf.dict build-fuzz/corpus-new build-fuzz/fuzz/corpus
+
 clean:
 	rm -rf $(BUILD)
