@@ -4,39 +4,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "engine/generate/stop_strings.h"
 
 namespace loom::engine {
 namespace {
 
 double Since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Earliest position in `text` at or after `from` where any stop string starts; npos if none.
-size_t FindStop(const std::string& text, const std::vector<std::string>& stops, size_t from) {
-  size_t best = std::string::npos;
-  for (const std::string& s : stops) {
-    if (s.empty()) continue;
-    size_t start = from >= s.size() ? from - s.size() + 1 : 0;
-    size_t p = text.find(s, start);
-    if (p < best) best = p;
-  }
-  return best;
-}
-
-// Length of the longest suffix of `text` that is a proper prefix of a stop string.
-size_t HeldBack(const std::string& text, const std::vector<std::string>& stops) {
-  size_t hold = 0;
-  for (const std::string& s : stops) {
-    if (s.empty()) continue;
-    for (size_t n = std::min(s.size() - 1, text.size()); n > hold; --n) {
-      if (text.compare(text.size() - n, n, s, 0, n) == 0) {
-        hold = n;
-        break;
-      }
-    }
-  }
-  return hold;
 }
 
 }  // namespace
