@@ -123,37 +123,39 @@ void DequantizeQ8_K(const BlockQ8_K* x, float* y, int64_t n) {
 
 namespace scalar {
 
+namespace {
+
+// One block of 32 as ggml's x86 quantize_row_q8_0/q8_1: d = amax / 127, q = nearbyint(x * 127 /
+// amax) (round half to even). Returns d; *sum gets the sum of the quants.
+float QuantizeBlock8(const float* x, int8_t* qs, int* sum) {
+  float amax = 0.0f;
+  for (int j = 0; j < 32; ++j) {
+    const float v = std::fabs(x[j]);
+    amax = amax > v ? amax : v;
+  }
+  const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+  *sum = 0;
+  for (int j = 0; j < 32; ++j) {
+    qs[j] = static_cast<int8_t>(std::nearbyintf(x[j] * id));
+    *sum += qs[j];
+  }
+  return amax / ((1 << 7) - 1);
+}
+
+}  // namespace
+
 void QuantizeRowQ8_0(const float* x, BlockQ8_0* y, int64_t n) {
+  int sum = 0;
   for (int64_t i = 0; i < n / kQK8_0; ++i) {
-    float amax = 0.0f;
-    for (int j = 0; j < kQK8_0; ++j) {
-      const float v = std::fabs(x[i * kQK8_0 + j]);
-      amax = amax > v ? amax : v;
-    }
-    const float d = amax / ((1 << 7) - 1);
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;  // as ggml's x86 path
-    y[i].d = FloatToHalf(d);
-    for (int j = 0; j < kQK8_0; ++j) {
-      y[i].qs[j] = static_cast<int8_t>(std::nearbyintf(x[i * kQK8_0 + j] * id));
-    }
+    y[i].d = FloatToHalf(QuantizeBlock8(x + i * kQK8_0, y[i].qs, &sum));
   }
 }
 
 void QuantizeRowQ8_1(const float* x, BlockQ8_1* y, int64_t n) {
   for (int64_t i = 0; i < n / kQK8_1; ++i) {
-    float amax = 0.0f;
-    for (int j = 0; j < kQK8_1; ++j) {
-      const float v = std::fabs(x[i * kQK8_1 + j]);
-      amax = amax > v ? amax : v;
-    }
-    const float d = amax / ((1 << 7) - 1);
-    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;  // as ggml's x86 path
-    y[i].d = FloatToHalf(d);
     int sum = 0;
-    for (int j = 0; j < kQK8_1; ++j) {
-      y[i].qs[j] = static_cast<int8_t>(std::nearbyintf(x[i * kQK8_1 + j] * id));
-      sum += y[i].qs[j];
-    }
+    const float d = QuantizeBlock8(x + i * kQK8_1, y[i].qs, &sum);
+    y[i].d = FloatToHalf(d);
     y[i].s = FloatToHalf(static_cast<float>(sum) * d);
   }
 }
