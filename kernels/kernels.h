@@ -76,5 +76,13 @@ void Rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
 // `scores` is scratch of n_kv floats. Causality is the caller's: pass only visible positions.
 void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride,
                    int64_t n_kv, int64_t head_dim, float scale, float* scores, float* out);
+// The same over a paged cache: row t of K is k_blocks[t / block_size] + head_offset +
+// (t % block_size) * kv_stride, likewise for V, so one array of block pointers per sequence and
+// layer serves every head. Bit-identical to AttentionHead over the same rows (AttentionHead is the
+// one-block case). k_blocks and v_blocks hold at least ceil(n_kv / block_size) pointers.
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* scores, float* out);
 
 }  // namespace loom::kernels

@@ -17,13 +17,15 @@
 
 #include "absl/status/statusor.h"
 #include "engine/model/kv_sequence.h"
+#include "engine/model/kv_view.h"
 #include "engine/model/model.h"
 
 namespace loom::engine {
 
-// One sequence's share of a forward pass: `tokens` go at positions kv->size() onwards.
+// One sequence's share of a forward pass: `tokens` go at positions kv->size() onwards. The cache is
+// a KvSequence (contiguous) or a PagedKvView (blocks of a shared KvPool, see kv_pool.h).
 struct SeqBatch {
-  KvSequence* kv = nullptr;
+  KvView* kv = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every token (scoring), else only the last one
 };

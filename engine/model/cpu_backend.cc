@@ -54,6 +54,9 @@ class CpuBackend final : public Backend {
   // Per token: which sequence entry and which position.
   std::vector<int> tok_seq_;
   std::vector<int> tok_pos_;
+  // Per layer: each entry's K and V block pointers, entry i's from blk_begin_[i].
+  std::vector<const kernels::fp16_t*> k_blocks_, v_blocks_;
+  std::vector<size_t> blk_begin_;
 };
 
 void CpuBackend::EnsureScratch(int64_t T, int max_ctx) {
@@ -123,6 +126,9 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
     if (s.kv == nullptr || s.tokens.empty()) {
       return absl::InvalidArgumentError("every batch entry needs a cache and at least one token");
     }
+    if (s.kv->kv_dim() != c.kv_dim() || s.kv->block_size() < 1) {
+      return absl::InvalidArgumentError("a batch entry's cache does not fit this model");
+    }
     const int64_t end = s.kv->size() + static_cast<int64_t>(s.tokens.size());
     if (end > s.kv->capacity()) {
       return absl::OutOfRangeError(absl::StrCat("sequence of ", end,
@@ -183,9 +189,24 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
                     c.rope_freq_scale, c.rope_style);
       kernels::Rope(&k_[t * kvd], c.n_kv_heads, hd, c.rope_dim, pos, c.rope_freq_base,
                     c.rope_freq_scale, c.rope_style);
-      KvSequence* kv = batch[tok_seq_[t]].kv;
-      kernels::Fp32ToFp16Row(&k_[t * kvd], kv->K(li, pos), kvd);
-      kernels::Fp32ToFp16Row(&v_[t * kvd], kv->V(li, pos), kvd);
+      KvView* kv = batch[tok_seq_[t]].kv;
+      const int bs = kv->block_size();
+      const size_t row = static_cast<size_t>(pos % bs) * kvd;
+      kernels::Fp32ToFp16Row(&k_[t * kvd], kv->KBlock(li, pos / bs) + row, kvd);
+      kernels::Fp32ToFp16Row(&v_[t * kvd], kv->VBlock(li, pos / bs) + row, kvd);
+    }
+    // Block pointers of every entry for this layer, shared by its tokens and heads.
+    k_blocks_.clear();
+    v_blocks_.clear();
+    blk_begin_.clear();
+    for (const SeqBatch& s : batch) {
+      const int bs = s.kv->block_size();
+      const int n_blocks = (s.kv->size() + static_cast<int>(s.tokens.size()) + bs - 1) / bs;
+      blk_begin_.push_back(k_blocks_.size());
+      for (int b = 0; b < n_blocks; ++b) {
+        k_blocks_.push_back(s.kv->KBlock(li, b));
+        v_blocks_.push_back(s.kv->VBlock(li, b));
+      }
     }
     pool_.ParallelFor(T * c.n_heads, [&](int64_t b, int64_t e, int thread) {
       float* scores = &scores_[static_cast<size_t>(thread) * scratch_ctx_];
@@ -193,11 +214,12 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
         const int64_t t = task / c.n_heads;
         const int h = static_cast<int>(task % c.n_heads);
         const int kvh = h / group;
-        const KvSequence* kv = batch[tok_seq_[t]].kv;
+        const int si = tok_seq_[t];
         const int n_kv = tok_pos_[t] + 1;  // causal: positions up to this token's own
-        kernels::AttentionHead(&q_[t * qd + h * hd], kv->K(li, 0) + kvh * hd,
-                               kv->V(li, 0) + kvh * hd, kvd, n_kv, hd, scale, scores,
-                               &attn_[t * qd + h * hd]);
+        kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], &k_blocks_[blk_begin_[si]],
+                                     &v_blocks_[blk_begin_[si]], static_cast<size_t>(kvh * hd),
+                                     batch[si].kv->block_size(), kvd, n_kv, hd, scale, scores,
+                                     &attn_[t * qd + h * hd]);
       }
     });
     Quantize(L.wo.type, attn_.data(), qd, T, &xq_);

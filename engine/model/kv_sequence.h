@@ -1,6 +1,6 @@
 // The key/value cache of one sequence: fp16 K and V rows for every layer and position, contiguous
-// per layer (the layout the CPU attention kernel reads). The paged cache of the serving engine hands
-// out these rows by block; this is the simple form a single generation uses.
+// per layer. As a KvView it is a single block of `capacity` positions. The serving engine uses the
+// paged form instead (kv_pool.h); this is the simple form a single generation uses.
 //
 //   loom::engine::KvSequence kv(model.config(), /*capacity=*/2048);
 //   backend->Forward({{&kv, prompt_tokens, false}}, &logits);  // appends prompt K/V, kv.size() grows
@@ -9,12 +9,13 @@
 #include <cstdint>
 #include <vector>
 
+#include "engine/model/kv_view.h"
 #include "engine/model/model_config.h"
 #include "kernels/dtype.h"
 
 namespace loom::engine {
 
-class KvSequence {
+class KvSequence final : public KvView {
  public:
   KvSequence(const ModelConfig& config, int capacity)
       : n_layers_(config.n_layers),
@@ -23,14 +24,17 @@ class KvSequence {
         k_(static_cast<size_t>(n_layers_) * capacity * kv_dim_),
         v_(static_cast<size_t>(n_layers_) * capacity * kv_dim_) {}
 
-  int size() const { return size_; }
-  int capacity() const { return capacity_; }
-  int kv_dim() const { return kv_dim_; }
+  int size() const override { return size_; }
+  int capacity() const override { return capacity_; }
+  int kv_dim() const override { return kv_dim_; }
+  int block_size() const override { return capacity_ > 0 ? capacity_ : 1; }
   // Forgets positions >= n (e.g. to reuse a shared prefix).
   void Truncate(int n) { size_ = n < size_ ? n : size_; }
   void Clear() { size_ = 0; }
   // Marks `n` more positions as filled; the backend writes them first.
-  void Advance(int n) { size_ += n; }
+  void Advance(int n) override { size_ += n; }
+  kernels::fp16_t* KBlock(int layer, int /*block*/) override { return K(layer, 0); }
+  kernels::fp16_t* VBlock(int layer, int /*block*/) override { return V(layer, 0); }
 
   kernels::fp16_t* K(int layer, int pos) { return &k_[Index(layer, pos)]; }
   kernels::fp16_t* V(int layer, int pos) { return &v_[Index(layer, pos)]; }

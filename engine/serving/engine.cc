@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/generate/stop_strings.h"
+#include "engine/kv_cache/kv_block_manager.h"
+#include "engine/scheduler/scheduler.h"
 
 namespace loom::engine {
 namespace {
@@ -26,6 +28,10 @@ absl::Status EngineConfig::Validate() const {
   }
   if (max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
   if (kv_cache_bytes <= 0) return absl::InvalidArgumentError("kv_cache_bytes must be positive");
+  if (kv_block_size < 1 || kv_block_size > kv::KvCacheConfig::kMaxBlockSize) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_block_size must be in [1, ",
+                                                   kv::KvCacheConfig::kMaxBlockSize, "]"));
+  }
   if (max_tokens_cap <= 0) return absl::InvalidArgumentError("max_tokens_cap must be positive");
   if (n_threads < 0) return absl::InvalidArgumentError("n_threads must be >= 0");
   return absl::OkStatus();
@@ -72,10 +78,10 @@ struct Engine::Sequence {
   uint64_t id = 0;
   Request req;
   std::shared_ptr<RequestStream> stream;
-  std::unique_ptr<KvSequence> kv;
-  int64_t kv_bytes = 0;
-  std::vector<int32_t> tokens;  // prompt, then generated
+  std::vector<int32_t> tokens;  // prompt, then generated (the sampler's history)
   int n_prompt = 0;
+  bool started = false;     // scheduled at least once
+  int cached_prompt = 0;    // prompt tokens the prefix cache held at first scheduling
   std::unique_ptr<sampler::Sampler> sampler;
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   std::string text;       // generated text so far (cut at a stop string)
@@ -96,6 +102,24 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   LOOM_ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
   LOOM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(config.backend, *e->model_,
                                                    {.n_threads = config.n_threads}));
+  // The paged KV cache: as many blocks as the budget holds, shared by all sequences.
+  const ModelConfig& mc = e->model_->config();
+  LOOM_ASSIGN_OR_RETURN(
+      int64_t num_blocks,
+      kv::NumBlocksForBudget(config.kv_cache_bytes, kv::KvBytesPerToken(mc.n_layers, mc.kv_dim()),
+                             config.kv_block_size));
+  num_blocks = std::min(num_blocks, kv::KvCacheConfig::kMaxNumBlocks);
+  const sched::SchedulerConfig sc{
+      .max_num_seqs = config.max_num_seqs,
+      .max_batched_tokens = config.max_batched_tokens,
+      // Submit() bounds the queue; preempted sequences go back to waiting on top of that.
+      .max_waiting = std::max(config.max_waiting, 1) + config.max_num_seqs,
+  };
+  LOOM_ASSIGN_OR_RETURN(e->sched_,
+                        sched::Scheduler::Create(sc, {.block_size = config.kv_block_size,
+                                                      .num_blocks = num_blocks}));
+  e->kv_pool_ = std::make_unique<KvPool>(mc, config.kv_block_size, num_blocks);
+  e->max_seq_tokens_ = e->sched_->max_sequence_tokens();
   e->loop_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;
 }
@@ -137,27 +161,29 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(Request request) {
   }
   LOOM_RETURN_IF_ERROR(request.sampling.Validate());
   if (request.top_logprobs > 20) return absl::InvalidArgumentError("top_logprobs must be <= 20");
-  const int64_t kv_bytes = need * model_->config().n_layers * model_->config().kv_dim() * 2 * 2;
-  if (kv_bytes > config_.kv_cache_bytes) {
-    return absl::InvalidArgumentError("the request needs more KV cache than the server has");
+  // The last generated token's K/V is never written.
+  if (need - 1 > max_seq_tokens_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "the request needs more KV cache than the server has (", need - 1, " of ",
+        max_seq_tokens_, " token positions)"));
   }
 
   auto seq = std::make_unique<Sequence>();
   seq->req = std::move(request);
-  seq->kv_bytes = kv_bytes;
   seq->arrival = Clock::now();
   std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (draining_ || stopping_) return absl::UnavailableError("the server is shutting down");
-    if (static_cast<int>(waiting_.size()) >= config_.max_waiting) {
+    // Waiting here or inside the scheduler (not yet given KV blocks).
+    if (static_cast<int>(waiting_.size()) + sched_waiting_ >= config_.max_waiting) {
       return absl::ResourceExhaustedError("the request queue is full; retry later");
     }
     seq->id = next_id_++;
     stream.reset(new RequestStream(seq->id));
     seq->stream = stream;
     waiting_.push_back(std::move(seq));
-    stats_.num_waiting = static_cast<int>(waiting_.size());
+    stats_.num_waiting = static_cast<int>(waiting_.size()) + sched_waiting_;
   }
   cv_.notify_all();
   return stream;
@@ -172,7 +198,7 @@ bool Engine::Drain(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mu_);
   draining_ = true;
   const bool done = cv_.wait_for(lock, timeout, [&] {
-    return waiting_.empty() && stats_.num_running == 0;
+    return waiting_.empty() && sched_waiting_ == 0 && stats_.num_running == 0;
   });
   if (!done) {
     for (auto& s : waiting_) s->stream->Cancel();
@@ -186,10 +212,14 @@ void Engine::Loop() {
   while (true) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stopping_ || !waiting_.empty() || !running_.empty(); });
+      cv_.wait(lock, [&] { return stopping_ || !waiting_.empty() || !active_.empty(); });
       if (stopping_) break;
     }
-    StepOnce();
+    if (!StepOnce()) {
+      // Nothing could run (e.g. only dropped requests arrived): do not spin.
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(1), [&] { return stopping_; });
+    }
   }
   // Shutting down: everything still here ends as cancelled.
   std::deque<std::unique_ptr<Sequence>> waiting;
@@ -197,11 +227,15 @@ void Engine::Loop() {
     std::lock_guard<std::mutex> lock(mu_);
     waiting.swap(waiting_);
   }
-  for (auto& s : waiting) s->stream->Cancel();
-  for (auto& s : running_) s->stream->Cancel();
-  for (auto& s : waiting) running_.push_back(std::move(s));
-  for (auto& s : running_) Finish(*s, "cancelled", absl::OkStatus());
-  running_.clear();
+  for (auto& s : waiting) {
+    s->stream->Cancel();
+    Finish(*s, "cancelled", absl::OkStatus());
+  }
+  while (!active_.empty()) {
+    active_.begin()->second->stream->Cancel();
+    End(active_.begin()->first, "cancelled", absl::OkStatus());
+  }
+  PublishStats(0, 0, false);
 }
 
 void Engine::Finish(Sequence& s, const std::string& reason, const absl::Status& status) {
@@ -216,9 +250,8 @@ void Engine::Finish(Sequence& s, const std::string& reason, const absl::Status& 
   }
   ev.usage.prompt_tokens = s.n_prompt > 0 ? s.n_prompt : static_cast<int>(s.req.prompt.size());
   ev.usage.completion_tokens = s.n_generated;
+  ev.usage.cached_prompt_tokens = s.cached_prompt;
   s.stream->Push(std::move(ev));
-  kv_bytes_in_use_ -= s.kv ? s.kv_bytes : 0;
-  s.kv.reset();
   if (on_finished_) {
     const auto now = Clock::now();
     RequestTimings t;
@@ -234,94 +267,147 @@ void Engine::Finish(Sequence& s, const std::string& reason, const absl::Status& 
   }
 }
 
+void Engine::End(uint64_t id, const std::string& reason, const absl::Status& status) {
+  auto it = active_.find(id);
+  if (it == active_.end()) return;
+  const auto sid = static_cast<sched::SeqId>(id);
+  // NotFound when the scheduler already released it (it reached max_tokens).
+  if (reason == "cancelled") {
+    sched_->Cancel(sid).IgnoreError();
+  } else {
+    sched_->Finish(sid).IgnoreError();
+  }
+  Finish(*it->second, reason, status);
+  active_.erase(it);
+}
+
+void Engine::PublishStats(int64_t prompt_tokens, int64_t generated, bool stepped) {
+  const sched::SchedulerStats ss = sched_->stats();
+  const kv::KvBlockManager& kv = sched_->kv();
+  const kv::PrefixCacheStats pc = kv.prefix_cache_stats();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    sched_waiting_ = ss.num_waiting;
+    stats_.num_running = ss.num_running;
+    stats_.num_waiting = static_cast<int>(waiting_.size()) + sched_waiting_;
+    stats_.prompt_tokens_total += prompt_tokens;
+    stats_.generation_tokens_total += generated;
+    stats_.kv_cache_usage = kv.Usage();
+    stats_.prefix_cache_queries = pc.queries;
+    stats_.prefix_cache_hits = pc.hits;
+    stats_.preemptions = ss.num_preemptions;
+    if (stepped) ++stats_.steps;
+  }
+  cv_.notify_all();  // Drain() waits on this
+}
+
 bool Engine::StepOnce() {
   const ModelConfig& mc = model_->config();
   const auto now = Clock::now();
-  // 1. Admit waiting requests while there is room in the batch and the KV budget (FCFS).
-  std::vector<std::unique_ptr<Sequence>> dropped;
+  // 1. Hand new requests to the scheduler (FCFS); it admits them when KV blocks allow.
+  std::vector<std::pair<std::unique_ptr<Sequence>, absl::Status>> dropped;
   {
     std::lock_guard<std::mutex> lock(mu_);
     while (!waiting_.empty()) {
       Sequence& s = *waiting_.front();
       if (s.stream->cancelled() || s.stream.use_count() == 1) {
-        dropped.push_back(std::move(waiting_.front()));
+        dropped.emplace_back(std::move(waiting_.front()), absl::OkStatus());
         waiting_.pop_front();
         continue;
       }
-      if (static_cast<int>(running_.size()) >= config_.max_num_seqs ||
-          kv_bytes_in_use_ + s.kv_bytes > config_.kv_cache_bytes) {
-        break;
-      }
+      sched::SequenceState state;
+      state.id = static_cast<sched::SeqId>(s.id);
+      state.tokens = s.req.prompt;
+      state.max_tokens = s.req.max_tokens;
+      absl::Status added = sched_->Add(std::move(state));
+      if (absl::IsResourceExhausted(added)) break;  // stays queued here
       std::unique_ptr<Sequence> seq = std::move(waiting_.front());
       waiting_.pop_front();
-      seq->scheduled = now;
+      if (!added.ok()) {
+        dropped.emplace_back(std::move(seq), added);
+        continue;
+      }
       seq->n_prompt = static_cast<int>(seq->req.prompt.size());
       seq->tokens = seq->req.prompt;
-      seq->kv = std::make_unique<KvSequence>(mc, seq->n_prompt + seq->req.max_tokens);
-      kv_bytes_in_use_ += seq->kv_bytes;
       seq->sampler = std::make_unique<sampler::Sampler>(seq->req.sampling, seq->req.default_seed);
       seq->decoder = std::make_unique<tokenizer::StreamDecoder>(*tokenizer_, false);
-      stats_.prompt_tokens_total += seq->n_prompt;
-      running_.push_back(std::move(seq));
+      ++sched_waiting_;
+      active_.emplace(seq->id, std::move(seq));
     }
-    stats_.num_waiting = static_cast<int>(waiting_.size());
+    stats_.num_waiting = static_cast<int>(waiting_.size()) + sched_waiting_;
   }
-  for (auto& s : dropped) Finish(*s, "cancelled", absl::OkStatus());  // outside the lock
+  for (auto& [s, st] : dropped) {  // outside the lock
+    Finish(*s, st.ok() ? "cancelled" : "error", st);
+  }
 
   // 2. Cancellations, dropped streams and deadlines end sequences before they cost a step.
   const bool cancel_all = cancel_all_.load();
-  for (auto& s : running_) {
+  std::vector<std::pair<uint64_t, bool>> ending;  // id, timed out
+  for (auto& [id, s] : active_) {
     if (cancel_all || s->stream->cancelled() || s->stream.use_count() == 1) {
-      Finish(*s, "cancelled", absl::OkStatus());
-      s.reset();
+      ending.emplace_back(id, false);
     } else if (s->req.deadline && now > *s->req.deadline) {
-      Finish(*s, "timeout", absl::DeadlineExceededError("the request timed out"));
-      s.reset();
+      ending.emplace_back(id, true);
     }
   }
-  std::erase(running_, nullptr);
+  for (const auto& [id, timed_out] : ending) {
+    if (timed_out) {
+      End(id, "timeout", absl::DeadlineExceededError("the request timed out"));
+    } else {
+      End(id, "cancelled", absl::OkStatus());
+    }
+  }
 
-  // 3. Plan: every decoding sequence gets its one token, then prompt chunks fill the budget.
+  // 3. Plan: decodes first, then prefill chunks; preempted sequences wait to be recomputed.
+  const sched::StepPlan plan = sched_->Step();
+  if (plan.empty()) {
+    sched_->OnStepDone(plan, {}).IgnoreError();
+    PublishStats(0, 0, false);
+    return false;
+  }
+  std::vector<PagedKvView> views;
   std::vector<SeqBatch> batch;
   std::vector<Sequence*> owners;
-  int budget = config_.max_batched_tokens;
-  for (auto& s : running_) {
-    if (s->kv->size() >= s->n_prompt) {  // decoding: feed the last sampled token
-      batch.push_back({s->kv.get(), std::span<const int32_t>(&s->tokens.back(), 1), false});
-      owners.push_back(s.get());
-      --budget;
+  views.reserve(plan.seqs.size());
+  batch.reserve(plan.seqs.size());
+  int64_t prompt_tokens = 0;
+  for (const sched::ScheduledSeq& ps : plan.seqs) {
+    Sequence* s = active_.at(static_cast<uint64_t>(ps.id)).get();
+    if (!s->started) {
+      s->started = true;
+      s->scheduled = now;
+      s->cached_prompt = ps.start;  // the prefix cache's hit, when first admitted
+      prompt_tokens += s->n_prompt;
     }
-  }
-  for (auto& s : running_) {
-    if (budget <= 0) break;
-    const int done = s->kv->size();
-    if (done < s->n_prompt) {
-      const int n = std::min(budget, s->n_prompt - done);
-      batch.push_back({s->kv.get(), std::span<const int32_t>(s->tokens).subspan(done, n), false});
-      owners.push_back(s.get());
-      budget -= n;
-    }
-  }
-  if (batch.empty()) {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.num_running = static_cast<int>(running_.size());
-    return false;
+    views.emplace_back(kv_pool_.get(), sched_->kv().BlockTable(ps.id), ps.start);
+    batch.push_back({&views.back(), ps.tokens, false});
+    owners.push_back(s);
   }
 
   // 4. One forward pass for the whole batch.
   absl::Status st = backend_->Forward(batch, &logits_);
   const auto after = Clock::now();
-  int64_t generated = 0;
-  for (size_t i = 0; i < owners.size(); ++i) {
-    Sequence& s = *owners[i];
-    if (!st.ok()) {
-      Finish(s, "error", st);
-      s.stream.reset();
-      continue;
+  if (!st.ok()) {
+    for (Sequence* s : owners) End(s->id, "error", st);
+    if (active_.empty()) {
+      // Nothing else runs: let the scheduler release the failed step's sequences now.
+      const sched::StepPlan flush = sched_->Step();
+      sched_->OnStepDone(flush, {}).IgnoreError();
     }
-    if (s.kv->size() < s.n_prompt) continue;  // mid-prompt chunk: nothing to sample yet
+    PublishStats(prompt_tokens, 0, true);
+    return true;
+  }
+
+  // 5. Sample where the plan says so; stream the token; end on stop, EOG or length.
+  std::vector<int32_t> sampled;
+  std::vector<std::pair<uint64_t, std::string>> ending_now;  // ended after OnStepDone()
+  int64_t generated = 0;
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    if (!plan.seqs[i].samples) continue;  // mid-prompt chunk: nothing to sample yet
+    Sequence& s = *owners[i];
     std::span<const float> row(logits_.data() + i * mc.vocab_size, mc.vocab_size);
     const int32_t tok = s.sampler->Sample(row, s.tokens);
+    sampled.push_back(tok);
     StreamEvent ev;
     ev.token = tok;
     if (s.req.top_logprobs >= 0) ev.logprobs = sampler::Logprobs(row, tok, s.req.top_logprobs);
@@ -368,21 +454,21 @@ bool Engine::StepOnce() {
       }
       s.stream->Push(std::move(last));
     }
-    Finish(s, reason, absl::OkStatus());
-    s.stream.reset();
+    ending_now.emplace_back(s.id, reason);
   }
-  for (auto& s : running_) {
-    if (s->stream == nullptr) s.reset();
+  // Ended only after OnStepDone(), so that the prompt computed in this step still enters the
+  // prefix cache (a sequence ended in flight is released without its K/V counting as computed).
+  absl::StatusOr<std::vector<sched::SeqId>> done = sched_->OnStepDone(plan, sampled);
+  for (const auto& [id, reason] : ending_now) End(id, reason, absl::OkStatus());
+  if (!done.ok()) {
+    for (const sched::ScheduledSeq& ps : plan.seqs) {
+      End(static_cast<uint64_t>(ps.id), "error", done.status());
+    }
+  } else {
+    // The engine ends every sequence at max_tokens itself; this is only a safety net.
+    for (sched::SeqId id : *done) End(static_cast<uint64_t>(id), "length", absl::OkStatus());
   }
-  std::erase(running_, nullptr);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.num_running = static_cast<int>(running_.size());
-    stats_.generation_tokens_total += generated;
-    stats_.kv_cache_usage = static_cast<double>(kv_bytes_in_use_) / config_.kv_cache_bytes;
-    ++stats_.steps;
-  }
-  cv_.notify_all();  // Drain() waits on this
+  PublishStats(prompt_tokens, generated, true);
   return true;
 }
 

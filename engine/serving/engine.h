@@ -1,6 +1,8 @@
 // The serving engine: the one narrow API the front ends (HTTP, gRPC, CLI, pipelines) use. One loop
-// thread owns the batch and the KV cache; Submit() queues a request and returns a stream the caller
-// reads token events from; Cancel() (or dropping the stream) frees the sequence within one step.
+// thread owns the scheduler (engine/scheduler: continuous batching, chunked prefill, preemption)
+// and the paged KV cache with automatic prefix caching (engine/kv_cache, KvPool); Submit() queues
+// a request and returns a stream the caller reads token events from; Cancel() (or dropping the
+// stream) frees the sequence within one step.
 //
 //   LOOM_ASSIGN_OR_RETURN(auto engine, loom::engine::Engine::Create(config, std::move(model)));
 //   loom::engine::Request req;
@@ -17,6 +19,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -27,9 +30,14 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "engine/model/backend.h"
+#include "engine/model/kv_pool.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
 #include "engine/tokenizer/tokenizer.h"
+
+namespace loom::sched {
+class Scheduler;
+}  // namespace loom::sched
 
 namespace loom::engine {
 
@@ -40,7 +48,8 @@ struct EngineConfig {
   int max_num_seqs = 16;                 // sequences in the running batch
   int max_batched_tokens = 256;          // tokens per step: decodes first, then prefill chunks
   int max_waiting = 256;                 // admission queue bound: beyond it Submit -> 429
-  int64_t kv_cache_bytes = 1ll << 30;    // KV memory budget across running sequences
+  int64_t kv_cache_bytes = 1ll << 30;    // KV memory (paged, shared by all sequences)
+  int kv_block_size = 16;                // token positions per KV block, [1, 1024]
   int max_tokens_cap = 4096;             // upper bound on a request's max_tokens
   absl::Status Validate() const;
 };
@@ -102,12 +111,14 @@ class RequestStream {
 struct EngineStats {
   int num_running = 0;
   int num_waiting = 0;
-  double kv_cache_usage = 0;             // fraction of kv_cache_bytes in use
+  // Fraction of the KV blocks referenced by live sequences (vLLM's kv_cache_usage_perc). Blocks
+  // kept only for the prefix cache count as free (evictable), so this returns to 0 when idle.
+  double kv_cache_usage = 0;
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
   int64_t prefix_cache_queries = 0;      // prompt tokens looked up
   int64_t prefix_cache_hits = 0;         // prompt tokens found cached
-  int64_t preemptions = 0;
+  int64_t preemptions = 0;               // sequences sent back to be recomputed (KV ran out)
   int64_t steps = 0;
 };
 
@@ -151,8 +162,13 @@ class Engine {
   Engine(const EngineConfig& config, std::unique_ptr<Model> model);
   void Loop();
   bool StepOnce();  // one scheduling step; false when there was nothing to do
-  // Sends the final event, releases the sequence's KV memory and reports its timings.
+  // Sends the final event and reports the sequence's timings (the caller ends it in the
+  // scheduler, which frees its KV blocks).
   void Finish(Sequence& s, const std::string& reason, const absl::Status& status);
+  // Ends an active sequence: in the scheduler, then Finish(), then forgets it.
+  void End(uint64_t id, const std::string& reason, const absl::Status& status);
+  // Publishes the scheduler's and the KV cache's state in stats_.
+  void PublishStats(int64_t prompt_tokens, int64_t generated, bool stepped);
 
   const EngineConfig config_;
   std::unique_ptr<Model> model_;
@@ -167,13 +183,16 @@ class Engine {
   bool draining_ ABSL_GUARDED_BY(mu_) = false;
   EngineStats stats_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  int sched_waiting_ ABSL_GUARDED_BY(mu_) = 0;  // requests waiting inside the scheduler
+  int64_t max_seq_tokens_ = 0;  // KV positions one sequence may hold: the whole cache
 
   std::atomic<bool> cancel_all_{false};  // set when Drain() runs out of time
 
   // Owned by the loop thread only.
-  std::vector<std::unique_ptr<Sequence>> running_;
+  std::unique_ptr<sched::Scheduler> sched_;
+  std::unique_ptr<KvPool> kv_pool_;
+  std::map<uint64_t, std::unique_ptr<Sequence>> active_;  // handed to the scheduler, by id
   std::vector<float> logits_;
-  int64_t kv_bytes_in_use_ = 0;
   std::thread loop_;
 };
 

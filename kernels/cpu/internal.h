@@ -32,8 +32,8 @@ bool SetPathForTesting(Path p);
 // out-of-line template copies could otherwise be picked by the linker for the scalar path).
 uint8_t* Scratch(int slot, size_t bytes);
 enum ScratchSlot : int {
-  kScratchAttnQ = 0,    // AttentionHead: q rounded to fp16
-  kScratchAttnAcc = 1,  // AttentionHead: output accumulators
+  kScratchAttnQ = 0,    // AttentionHeadBlocks: q rounded to fp16
+  kScratchAttnAcc = 1,  // AttentionHeadBlocks: output accumulators
   kScratchMatX = 2,     // MatMulRows: activations repacked for the kernel
   kScratchMatTile = 3,  // MatMulRows: per-token-tile scale vectors
   kScratchMatW = 4,     // MatMulRows: weight scales of a chunk of rows
@@ -59,8 +59,10 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 void SwiGlu(const float* gate, const float* up, float* y, int64_t n);
 void Add(const float* a, const float* b, float* y, int64_t n);
 void Softmax(float* x, int64_t n);
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
-                   int64_t head_dim, float scale, float* scores, float* out);
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* scores, float* out);
 }  // namespace scalar
 
 // AVX2 + FMA + F16C code (the *_avx2.cc files); call only when UseAvx2().
@@ -85,8 +87,10 @@ void RmsNorm(const float* x, const float* weight, float* y, int64_t n, float eps
 void SwiGlu(const float* gate, const float* up, float* y, int64_t n);
 void Add(const float* a, const float* b, float* y, int64_t n);
 void Softmax(float* x, int64_t n);
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
-                   int64_t head_dim, float scale, float* scores, float* out);
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* scores, float* out);
 }  // namespace avx2
 
 }  // namespace loom::kernels::cpu

@@ -406,4 +406,19 @@ void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_s
   }
 }
 
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* out) {
+  std::vector<fp16_t> k(static_cast<size_t>(n_kv * head_dim)), v(k.size());
+  for (int64_t t = 0; t < n_kv; ++t) {
+    const size_t row = head_offset + static_cast<size_t>(t % block_size) * kv_stride;
+    for (int64_t d = 0; d < head_dim; ++d) {
+      k[static_cast<size_t>(t * head_dim + d)] = k_blocks[t / block_size][row + d];
+      v[static_cast<size_t>(t * head_dim + d)] = v_blocks[t / block_size][row + d];
+    }
+  }
+  AttentionHead(q, k.data(), v.data(), static_cast<size_t>(head_dim), n_kv, head_dim, scale, out);
+}
+
 }  // namespace loom::kernels::ref

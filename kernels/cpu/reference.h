@@ -53,5 +53,9 @@ void Rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
 // q and the probabilities rounded to fp16 as kernels::AttentionHead; everything else in double.
 void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
                    int64_t head_dim, float scale, float* out);
+// The paged form (kernels::AttentionHeadBlocks): gathers the rows, then AttentionHead.
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale, float* out);
 
 }  // namespace loom::kernels::ref

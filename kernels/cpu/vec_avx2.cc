@@ -1,5 +1,5 @@
 // AVX2 / FMA / F16C versions of the f32 row kernels (RmsNorm, SwiGlu, Add, Softmax), the F32 and
-// F16 dot products, and AttentionHead. Sums that ggml keeps in double stay in double here.
+// F16 dot products, and AttentionHeadBlocks. Sums that ggml keeps in double stay in double here.
 
 #include <immintrin.h>
 
@@ -189,8 +189,10 @@ float DotF16(int64_t k, const void* w, const void* x) {
   return static_cast<float>(sum);
 }
 
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
-                   int64_t head_dim, float scale, float* scores, float* out) {
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* scores, float* out) {
   auto* q16 = reinterpret_cast<float*>(
       Scratch(kScratchAttnQ, static_cast<size_t>(head_dim + 8) * sizeof(float)));
   int64_t d = 0;
@@ -200,8 +202,17 @@ void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_s
   }
   for (; d < head_dim; ++d) q16[d] = HalfToFloat(FloatToHalf(q[d]));
 
-  for (int64_t t = 0; t < n_kv; ++t)
-    scores[t] = DotF32F16(q16, k + t * kv_stride, head_dim) * scale;
+  // Rows t0 .. t0 + n - 1 of the cache live in block b; visits every row in order.
+  auto for_each_block = [&](const fp16_t* const* blocks, auto&& fn) {
+    for (int64_t t0 = 0, b = 0; t0 < n_kv; t0 += block_size, ++b) {
+      fn(t0, blocks[b] + head_offset, n_kv - t0 < block_size ? n_kv - t0 : block_size);
+    }
+  };
+  for_each_block(k_blocks, [&](int64_t t0, const fp16_t* kb, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      scores[t0 + i] = DotF32F16(q16, kb + i * kv_stride, head_dim) * scale;
+    }
+  });
   Softmax(scores, n_kv);
   // ggml multiplies V by the probabilities rounded to fp16.
   int64_t t0 = 0;
@@ -216,26 +227,30 @@ void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_s
   for (; d + 64 <= head_dim; d += 64) {
     __m256 acc[8];
     for (int j = 0; j < 8; ++j) acc[j] = _mm256_setzero_ps();
-    for (int64_t t = 0; t < n_kv; ++t) {
-      const __m256 p = _mm256_set1_ps(scores[t]);
-      const fp16_t* vt = v + t * kv_stride + d;
-      for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(p, LoadHalf8(vt + 8 * j), acc[j]);
-    }
+    for_each_block(v_blocks, [&](int64_t b0, const fp16_t* vb, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const __m256 p = _mm256_set1_ps(scores[b0 + i]);
+        const fp16_t* vt = vb + i * kv_stride + d;
+        for (int j = 0; j < 8; ++j) acc[j] = _mm256_fmadd_ps(p, LoadHalf8(vt + 8 * j), acc[j]);
+      }
+    });
     for (int j = 0; j < 8; ++j) _mm256_storeu_ps(out + d + 8 * j, acc[j]);
   }
   for (; d + 8 <= head_dim; d += 8) {
     __m256 acc = _mm256_setzero_ps();
-    for (int64_t t = 0; t < n_kv; ++t) {
-      const __m256 p = _mm256_set1_ps(scores[t]);
-      acc = _mm256_fmadd_ps(p, LoadHalf8(v + t * kv_stride + d), acc);
-    }
+    for_each_block(v_blocks, [&](int64_t b0, const fp16_t* vb, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) {
+        const __m256 p = _mm256_set1_ps(scores[b0 + i]);
+        acc = _mm256_fmadd_ps(p, LoadHalf8(vb + i * kv_stride + d), acc);
+      }
+    });
     _mm256_storeu_ps(out + d, acc);
   }
   for (; d < head_dim; ++d) {
     float acc = 0.0f;
-    for (int64_t t = 0; t < n_kv; ++t) {
-      acc += scores[t] * HalfToFloat(v[t * kv_stride + d]);
-    }
+    for_each_block(v_blocks, [&](int64_t b0, const fp16_t* vb, int64_t n) {
+      for (int64_t i = 0; i < n; ++i) acc += scores[b0 + i] * HalfToFloat(vb[i * kv_stride + d]);
+    });
     out[d] = acc;
   }
 }

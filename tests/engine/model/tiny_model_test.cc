@@ -12,6 +12,7 @@
 
 #include "engine/gguf/gguf_writer.h"
 #include "engine/model/backend.h"
+#include "engine/model/kv_pool.h"
 #include "engine/model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
@@ -316,6 +317,42 @@ TEST_F(TinyModel, BatchedSequencesEqualSeparate) {
   EXPECT_EQ(batched, s1);
   EXPECT_EQ(a.size(), 9);
   EXPECT_EQ(b.size(), 4);
+}
+
+TEST_F(TinyModel, PagedCacheEqualsContiguous) {
+  // Blocks of 4 positions scattered over a pool in no particular order (block 0 unused between
+  // others), filled by a prefill chunk that ends mid-block and then one token at a time, batched
+  // beside a contiguous sequence: every logit must be bit-identical to the contiguous cache's.
+  auto backend = CreateBackend("cpu", *model_, {.n_threads = 2});
+  ASSERT_TRUE(backend.ok());
+  KvPool pool(model_->config(), /*block_size=*/4, /*num_blocks=*/16);
+  const std::vector<int32_t> table = {9, 2, 14, 5, 11, 1, 7};  // 28 positions
+  PagedKvView paged(&pool, table, 0);
+  KvSequence flat(model_->config(), 28), other(model_->config(), 28), other2(model_->config(), 28);
+  EXPECT_EQ(paged.capacity(), 28);
+  std::vector<int32_t> toks = Tokens(25, 5), side = Tokens(25, 6);
+  std::vector<float> lp, lf;
+  const size_t first = 7;
+  SeqBatch bp[2] = {{&paged, std::span<const int32_t>(toks).first(first), true},
+                    {&other, std::span<const int32_t>(side).first(first), false}};
+  SeqBatch bf{&flat, std::span<const int32_t>(toks).first(first), true};
+  ASSERT_TRUE((*backend)->Forward(bp, &lp).ok());
+  ASSERT_TRUE((*backend)->Forward({&bf, 1}, &lf).ok());
+  lp.resize(first * kVocab);
+  EXPECT_EQ(lp, lf);
+  for (size_t i = first; i < toks.size(); ++i) {
+    SeqBatch p[2] = {{&other2, std::span<const int32_t>(&side[i], 1), false},
+                     {&paged, std::span<const int32_t>(&toks[i], 1), false}};
+    SeqBatch f{&flat, std::span<const int32_t>(&toks[i], 1), false};
+    ASSERT_TRUE((*backend)->Forward(p, &lp).ok());
+    ASSERT_TRUE((*backend)->Forward({&f, 1}, &lf).ok());
+    EXPECT_EQ(std::vector<float>(lp.begin() + kVocab, lp.end()), lf) << "position " << i;
+  }
+  EXPECT_EQ(paged.size(), 25);
+  // Past the block table: a clear error.
+  std::vector<int32_t> many(4, 1);
+  SeqBatch over{&paged, many, false};
+  EXPECT_EQ((*backend)->Forward({&over, 1}, &lp).code(), absl::StatusCode::kOutOfRange);
 }
 
 TEST_F(TinyModel, BadInputIsAClearErrorAndLeavesTheCache) {

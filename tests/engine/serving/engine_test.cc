@@ -176,6 +176,73 @@ TEST_F(EngineTest, BadRequestsAreClearErrors) {
   EXPECT_EQ(engine->Submit(temp).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(EngineTest, PrefixCacheReusesASharedPrompt) {
+  EngineConfig cfg;
+  cfg.n_threads = 2;
+  const std::string prefix =
+      "You are a helpful assistant. Answer briefly and precisely. The following is a list of "
+      "facts about the solar system: the Sun is a star; Mercury is the closest planet to it; "
+      "Venus is the hottest planet; Earth has one moon; Mars has two small moons.";
+  auto engine = Make(cfg);
+  Outcome first = Drain(
+      **engine->Submit(Greedy(*engine, prefix + " Question: how many moons has Mars? Answer:", 8)));
+  EXPECT_EQ(first.usage.cached_prompt_tokens, 0);
+  Request second = Greedy(*engine, prefix + " Question: which planet is the hottest? Answer:", 8);
+  const int prompt_len = static_cast<int>(second.prompt.size());
+  Outcome warm = Drain(**engine->Submit(second));
+  EXPECT_GT(warm.usage.cached_prompt_tokens, 32);
+  EXPECT_LT(warm.usage.cached_prompt_tokens, prompt_len);
+  EXPECT_EQ(warm.usage.cached_prompt_tokens % cfg.kv_block_size, 0);
+  WaitIdle(*engine);
+  EngineStats st = engine->Stats();
+  EXPECT_GT(st.prefix_cache_hits, 0) << st.prefix_cache_queries << " " << prompt_len;
+  EXPECT_GE(st.prefix_cache_queries, st.prefix_cache_hits);
+  // The same request on a cold engine: identical tokens, nothing cached.
+  auto cold_engine = Make(cfg);
+  Outcome cold = Drain(**cold_engine->Submit(second));
+  EXPECT_EQ(cold.usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(warm.tokens, cold.tokens);
+  EXPECT_EQ(warm.text, cold.text);
+  EXPECT_GT(cold.tokens.size(), 1u) << cold.text;
+}
+
+TEST_F(EngineTest, PreemptionUnderATinyKvBudgetKeepsEveryOutput) {
+  EngineConfig roomy;
+  roomy.n_threads = 2;
+  auto solo_engine = Make(roomy);
+  std::vector<Outcome> solo;
+  for (const char* p : kPrompts) solo.push_back(Drain(**solo_engine->Submit(
+                                     Greedy(*solo_engine, p, 16))));
+  const ModelConfig& mc = solo_engine->model().config();
+  const int64_t bytes_per_token = int64_t{2} * mc.n_layers * mc.kv_dim() * 2;
+  EngineConfig tight;
+  tight.n_threads = 2;
+  tight.max_num_seqs = 8;
+  tight.max_batched_tokens = 16;
+  tight.kv_block_size = 4;
+  tight.kv_cache_bytes = 16 * 4 * bytes_per_token;  // 16 blocks: 64 positions for 8 requests
+  auto engine = Make(tight);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  for (const char* p : kPrompts) {
+    auto s = engine->Submit(Greedy(*engine, p, 16));
+    ASSERT_TRUE(s.ok()) << s.status();
+    streams.push_back(*s);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    Outcome o = Drain(*streams[i]);
+    EXPECT_EQ(o.tokens, solo[i].tokens) << kPrompts[i];
+    EXPECT_EQ(o.text, solo[i].text) << kPrompts[i];
+    EXPECT_EQ(o.finish_reason, solo[i].finish_reason);
+  }
+  WaitIdle(*engine);
+  EngineStats st = engine->Stats();
+  EXPECT_GT(st.preemptions, 0);
+  // Idle: no live sequence holds a block (prefix-cached blocks count as free).
+  EXPECT_EQ(st.kv_cache_usage, 0.0);
+  EXPECT_EQ(st.num_running, 0);
+  EXPECT_EQ(st.num_waiting, 0);
+}
+
 TEST_F(EngineTest, DrainFinishesInFlightThenRefuses) {
   auto engine = Make(EngineConfig{.n_threads = 2});
   auto s = *engine->Submit(Greedy(*engine, "The capital of France is", 8));
