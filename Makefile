@@ -20,11 +20,12 @@ build: deps
 	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS)
 	cmake --build $(BUILD) -j$(JOBS)
 
-# Until the HTTP server lands, the default job is an interactive chat with the default model.
+# The default job: the OpenAI-compatible HTTP server on the default model, http://127.0.0.1:8080/v1.
 serve: build model
-	$(BUILD)/server/loom chat --model $(MODEL)
+	$(BUILD)/server/loom serve --model $(MODEL)
 
-chat: serve
+chat: build model
+	$(BUILD)/server/loom chat --model $(MODEL)
 
 test: build model
 	cd $(BUILD) && ctest --output-on-failure -j$(JOBS)

@@ -4,10 +4,11 @@
 #include <vector>
 
 #include "server/cli.h"
+#include "server/serve.h"
 
 namespace {
 
-constexpr char kUsage[] =
+constexpr char kUsageHead[] =
     "usage: loom <command> [flags]\n"
     "commands:\n"
     "  generate  --prompt TEXT [--chat] [--system TEXT] [--max-tokens N] [--temperature T]\n"
@@ -16,21 +17,24 @@ constexpr char kUsage[] =
     "            [--threads N] [--ctx N] [--model PATH] [--backend cpu] [--ignore-eos]\n"
     "  chat      interactive chat with the model (same flags, no --prompt)\n";
 
+std::string Usage() { return std::string(kUsageHead) + loom::server::kServeUsage; }
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fputs(kUsage, stderr);
+    std::fputs(Usage().c_str(), stderr);
     return 2;
   }
   const std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   if (cmd == "generate") return loom::server::RunGenerate(args);
   if (cmd == "chat") return loom::server::RunChat(args);
+  if (cmd == "serve") return loom::server::RunServe(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
-    std::fputs(kUsage, stdout);
+    std::fputs(Usage().c_str(), stdout);
     return 0;
   }
-  std::fprintf(stderr, "loom: unknown command '%s'\n%s", cmd.c_str(), kUsage);
+  std::fprintf(stderr, "loom: unknown command '%s'\n%s", cmd.c_str(), Usage().c_str());
   return 2;
 }

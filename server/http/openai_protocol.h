@@ -1,0 +1,93 @@
+// OpenAI API request bodies as plain structs: parses and validates the JSON of
+// /v1/chat/completions, /v1/completions, /tokenize and /detokenize (types and ranges, with the
+// offending field named as OpenAI does), and formats OpenAI's error body. JSON stops here: what
+// comes out feeds engine::Request directly. Unknown fields are ignored; null counts as absent.
+//
+//   ChatCompletionRequest req;
+//   if (std::optional<ApiError> err = ParseChatCompletionRequest(body, &req)) {
+//     res->status = err->status;
+//     res->body = ErrorBody(*err);  // {"error":{"message":...,"type":...,"param":...,"code":...}}
+//   }
+//   for (const chat::ChatMessage& m : req.messages) ...;  // render with the chat template
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/chat_template/chat_template.h"
+#include "engine/sampler/sampler.h"
+
+namespace loom::server::http {
+
+// An error the client gets, with OpenAI's body fields. Empty param / code become JSON null.
+struct ApiError {
+  int status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;
+  std::string code;
+};
+
+ApiError InvalidRequest(std::string message, std::string param = "", std::string code = "");
+// {"error":{"message":...,"type":...,"param":...|null,"code":...|null}}
+std::string ErrorBody(const ApiError& error);
+
+// Limits the parser enforces (everything else the server checks against the model).
+inline constexpr int kMaxChoices = 32;      // n
+inline constexpr int kMaxTopLogprobs = 20;  // top_logprobs / logprobs
+inline constexpr int kMaxStopStrings = 16;
+
+// The fields both endpoints share.
+struct GenerationParams {
+  std::string model;                  // empty: not given
+  std::optional<int64_t> max_tokens;  // max_completion_tokens, else max_tokens
+  sampler::SamplingParams sampling;   // OpenAI defaults: temperature 1, top_p 1
+  std::vector<std::string> stop;
+  int n = 1;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  int logprobs = -1;           // -1: none; else the number of alternatives per token
+  bool ignore_eos = false;     // vLLM's extension
+};
+
+struct ChatCompletionRequest {
+  GenerationParams params;
+  std::vector<chat::ChatMessage> messages;  // roles system/user/assistant; text content only
+};
+
+// One completion prompt: text, or token ids.
+struct PromptInput {
+  std::string text;
+  std::vector<int32_t> tokens;
+  bool is_tokens = false;
+};
+
+struct CompletionRequest {
+  GenerationParams params;
+  std::vector<PromptInput> prompts;  // each gets its own n choices
+};
+
+// POST /tokenize: either a prompt or chat messages.
+struct TokenizeRequest {
+  std::string model;
+  std::optional<std::string> prompt;
+  std::vector<chat::ChatMessage> messages;
+  bool add_special_tokens = true;
+  bool add_generation_prompt = true;
+};
+
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+
+std::optional<ApiError> ParseChatCompletionRequest(std::string_view body,
+                                                   ChatCompletionRequest* out);
+std::optional<ApiError> ParseCompletionRequest(std::string_view body, CompletionRequest* out);
+std::optional<ApiError> ParseTokenizeRequest(std::string_view body, TokenizeRequest* out);
+std::optional<ApiError> ParseDetokenizeRequest(std::string_view body, DetokenizeRequest* out);
+
+}  // namespace loom::server::http

@@ -1,0 +1,716 @@
+#include "server/http/openai_server.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace loom::server::http {
+namespace {
+
+using json = nlohmann::ordered_json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void SetJson(const json& body, HttpResponse* res) {
+  res->status = 200;
+  res->content_type = "application/json";
+  res->body = Dump(body);
+}
+
+void SetError(const ApiError& e, HttpResponse* res) {
+  res->status = e.status;
+  res->content_type = "application/json";
+  res->body = ErrorBody(e);
+  if (e.status == 429) res->headers.emplace_back("Retry-After", "1");
+  if (e.status == 401) res->headers.emplace_back("WWW-Authenticate", "Bearer");
+}
+
+ApiError Error(int status, std::string message, std::string type, std::string code = "") {
+  ApiError e;
+  e.status = status;
+  e.message = std::move(message);
+  e.type = std::move(type);
+  e.code = std::move(code);
+  return e;
+}
+
+ApiError Unavailable(std::string message) {
+  return Error(503, std::move(message), "service_unavailable", "service_unavailable");
+}
+
+// An engine Submit() failure as the client sees it.
+ApiError FromStatus(const absl::Status& s) {
+  const std::string msg(s.message());
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+      return InvalidRequest(msg);
+    case absl::StatusCode::kResourceExhausted:
+      return Error(429, msg, "rate_limit_exceeded", "rate_limit_exceeded");
+    case absl::StatusCode::kUnavailable:
+      return Unavailable(msg);
+    default:
+      return Error(500, msg, "server_error");
+  }
+}
+
+// A random id such as "chatcmpl-3f9a..." (24 hex digits).
+std::string NewId(std::string_view prefix) {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return absl::StrFormat("%s%016x%08x", std::string(prefix), rng(), rng() & 0xffffffffu);
+}
+
+uint64_t RandomSeed() {
+  static std::mutex mu;
+  static std::mt19937_64 rng{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mu);
+  return rng();
+}
+
+int64_t UnixNow() { return static_cast<int64_t>(std::time(nullptr)); }
+
+// JSON has no -inf; OpenAI-compatible servers report -9999 for impossible tokens.
+double Finite(float lp) { return std::isfinite(lp) ? lp : -9999.0; }
+
+json Bytes(const std::string& s) {
+  json a = json::array();
+  for (unsigned char c : s) a.push_back(c);
+  return a;
+}
+
+bool ConstantTimeEquals(std::string_view a, std::string_view b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
+  return diff == 0 && !b.empty();
+}
+
+constexpr milliseconds kPoll{50};      // how often a waiting handler checks its client
+constexpr milliseconds kMultiWait{5};  // wait per stream when several choices interleave
+
+}  // namespace
+
+// One prompt, tokenized.
+struct OpenAiServer::Prompt {
+  std::vector<int32_t> tokens;
+};
+
+// Releases a concurrency slot when the request (including its stream) is over.
+class OpenAiServer::Slot {
+ public:
+  explicit Slot(std::atomic<int>* counter) : counter_(counter) {}
+  ~Slot() { counter_->fetch_sub(1); }
+
+ private:
+  std::atomic<int>* counter_;
+};
+
+// One HTTP generation request: its engine streams (one per choice) and what they produced.
+struct OpenAiServer::Job {
+  struct Choice {
+    int index = 0;
+    std::shared_ptr<engine::RequestStream> stream;
+    bool done = false;
+    std::string text;
+    std::string finish_reason;
+    absl::Status status;
+    int completion_tokens = 0;
+    int cached_tokens = 0;
+    json chat_logprobs = json::array();  // chat: logprobs.content
+    json tokens = json::array();         // completions: the four parallel lists
+    json token_logprobs = json::array();
+    json top_logprobs = json::array();
+    json text_offset = json::array();
+  };
+
+  ~Job() {
+    for (Choice& c : choices) {
+      if (c.stream && !c.done) c.stream->Cancel();
+    }
+  }
+  void CancelAll() {
+    for (Choice& c : choices) {
+      if (c.stream) c.stream->Cancel();
+    }
+  }
+  bool AllDone() const {
+    return std::all_of(choices.begin(), choices.end(), [](const Choice& c) { return c.done; });
+  }
+
+  // The next event of any unfinished choice (round robin); false when none came within `wait`.
+  bool Next(size_t* which, engine::StreamEvent* ev, milliseconds wait) {
+    const size_t n = choices.size();
+    bool timed_out = false;
+    for (size_t k = 0; k < n; ++k) {
+      const size_t i = (next + k) % n;
+      if (choices[i].done) continue;
+      if (choices[i].stream->NextFor(ev, milliseconds(0), &timed_out)) {
+        next = i + 1;
+        *which = i;
+        return true;
+      }
+      if (!timed_out) MarkLost(choices[i]);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      if (choices[i].done) continue;
+      if (choices[i].stream->NextFor(ev, n == 1 ? wait : kMultiWait, &timed_out)) {
+        *which = i;
+        return true;
+      }
+      if (!timed_out) MarkLost(choices[i]);
+      return false;
+    }
+    return false;
+  }
+  // A stream that ended without a final event (should not happen); ends the choice.
+  static void MarkLost(Choice& c) {
+    c.done = true;
+    c.finish_reason = "error";
+    c.status = absl::InternalError("the engine stream ended without a final event");
+  }
+
+  // Adds one event's text and logprobs to the choice; returns the logprobs JSON for this event
+  // (null when not asked for), in the endpoint's shape.
+  json Absorb(Choice& c, const engine::StreamEvent& ev) {
+    json lp = nullptr;
+    if (params.logprobs >= 0 && ev.logprobs && ev.token >= 0) {
+      const sampler::TokenLogprobs& l = *ev.logprobs;
+      const std::string piece = tok->TokenToPiece(l.chosen.token, /*render_special=*/true);
+      if (chat) {
+        json top = json::array();
+        for (const auto& t : l.top) {
+          const std::string p = tok->TokenToPiece(t.token, true);
+          top.push_back({{"token", p}, {"logprob", Finite(t.logprob)}, {"bytes", Bytes(p)}});
+        }
+        json entry = {{"token", piece},
+                      {"logprob", Finite(l.chosen.logprob)},
+                      {"bytes", Bytes(piece)},
+                      {"top_logprobs", std::move(top)}};
+        c.chat_logprobs.push_back(entry);
+        lp = {{"content", json::array({std::move(entry)})}};
+      } else {
+        json top = json::object();
+        for (const auto& t : l.top) top[tok->TokenToPiece(t.token, true)] = Finite(t.logprob);
+        const double chosen = Finite(l.chosen.logprob);
+        c.tokens.push_back(piece);
+        c.token_logprobs.push_back(chosen);
+        c.top_logprobs.push_back(top);
+        c.text_offset.push_back(c.text.size());
+        lp = {{"tokens", {piece}},
+              {"token_logprobs", {chosen}},
+              {"top_logprobs", json::array({top})},
+              {"text_offset", {c.text.size()}}};
+      }
+    }
+    c.text += ev.text;
+    if (ev.finished) {
+      c.done = true;
+      c.finish_reason = ev.finish_reason;
+      c.status = ev.status;
+      c.completion_tokens = ev.usage.completion_tokens;
+      c.cached_tokens = ev.usage.cached_prompt_tokens;
+    }
+    return lp;
+  }
+
+  json Usage() const {
+    int completion = 0, cached = 0;
+    for (const Choice& c : choices) {
+      completion += c.completion_tokens;
+      cached = std::max(cached, c.cached_tokens);
+    }
+    json u = {{"prompt_tokens", prompt_tokens},
+              {"completion_tokens", completion},
+              {"total_tokens", prompt_tokens + completion}};
+    if (cached > 0) u["prompt_tokens_details"] = {{"cached_tokens", cached}};
+    return u;
+  }
+
+  // The error a choice that did not end normally maps to, if any.
+  static std::optional<ApiError> Failure(const Choice& c) {
+    if (c.finish_reason == "stop" || c.finish_reason == "length") return std::nullopt;
+    if (c.finish_reason == "timeout") {
+      return Error(408, "the request timed out", "timeout_error", "request_timeout");
+    }
+    if (c.finish_reason == "cancelled") return Unavailable("the request was cancelled");
+    return Error(500, c.status.ok() ? "generation failed" : std::string(c.status.message()),
+                 "server_error");
+  }
+
+  json ChunkBase() const {
+    json j = {{"id", id},
+              {"object", chat ? "chat.completion.chunk" : "text_completion"},
+              {"created", created},
+              {"model", model}};
+    return j;
+  }
+
+  bool chat = false;
+  GenerationParams params;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+  int prompt_tokens = 0;  // summed over prompts (each counted once, whatever n is)
+  const tokenizer::Tokenizer* tok = nullptr;
+  std::vector<Choice> choices;
+  std::shared_ptr<Slot> slot;
+  size_t next = 0;
+};
+
+OpenAiServer::OpenAiServer(OpenAiServerOptions options) : options_(std::move(options)) {}
+OpenAiServer::~OpenAiServer() = default;
+
+void OpenAiServer::FormatError(int status, std::string_view message, HttpResponse* res) {
+  std::string type = "invalid_request_error", code;
+  switch (status) {
+    case 404:
+      code = "not_found";
+      break;
+    case 405:
+      code = "method_not_allowed";
+      break;
+    case 413:
+      code = "request_too_large";
+      break;
+    default:
+      if (status >= 500) type = "server_error";
+      break;
+  }
+  SetError(Error(status, std::string(message), type, code), res);
+}
+
+void OpenAiServer::RegisterRoutes(HttpServer& http) {
+  auto bind = [this](void (OpenAiServer::*fn)(const HttpRequest&, HttpResponse*)) {
+    return [this, fn](const HttpRequest& req, HttpResponse* res) { (this->*fn)(req, res); };
+  };
+  http.Route("POST", "/v1/chat/completions", bind(&OpenAiServer::HandleChat));
+  http.Route("POST", "/v1/completions", bind(&OpenAiServer::HandleCompletions));
+  http.Route("GET", "/v1/models", bind(&OpenAiServer::HandleModels));
+  http.Route("POST", "/tokenize", bind(&OpenAiServer::HandleTokenize));
+  http.Route("POST", "/detokenize", bind(&OpenAiServer::HandleDetokenize));
+  http.Route("GET", "/v1/engine/stats", bind(&OpenAiServer::HandleStats));
+  http.Route("GET", "/health", [this](const HttpRequest& req, HttpResponse* res) {
+    HandleHealth(req, res, /*readiness=*/true);
+  });
+  http.Route("GET", "/v2/health/ready", [this](const HttpRequest& req, HttpResponse* res) {
+    HandleHealth(req, res, /*readiness=*/true);
+  });
+  http.Route("GET", "/v2/health/live", [this](const HttpRequest& req, HttpResponse* res) {
+    HandleHealth(req, res, /*readiness=*/false);
+  });
+}
+
+absl::Status OpenAiServer::SetEngine(engine::Engine* engine, std::vector<std::string> names) {
+  if (engine == nullptr) return absl::InvalidArgumentError("no engine");
+  if (auto src = engine->model().file().GetString("tokenizer.chat_template"); src.ok()) {
+    auto tmpl = chat::ChatTemplate::Parse(*src);
+    if (!tmpl.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the model's chat template does not parse: ", tmpl.status().message()));
+    }
+    chat_template_ = std::move(*tmpl);
+  }
+  std::erase(names, std::string());
+  if (names.empty()) names.push_back(engine->model_name());
+  model_names_ = std::move(names);
+  created_ = UnixNow();
+  engine_.store(engine);
+  return absl::OkStatus();
+}
+
+void OpenAiServer::StartDraining() { draining_.store(true); }
+
+int OpenAiServer::ContextLength() const {
+  const engine::Engine* e = engine_.load();
+  return std::min(e->config().max_context, e->model().config().context_length);
+}
+
+void OpenAiServer::HandleHealth(const HttpRequest&, HttpResponse* res, bool readiness) {
+  const char* state = draining_.load()            ? "draining"
+                      : engine_.load() == nullptr ? "loading"
+                                                  : "ready";
+  const bool ok = !readiness || std::string_view(state) == "ready";
+  SetJson({{"status", state}}, res);
+  res->status = ok ? 200 : 503;
+}
+
+bool OpenAiServer::Admit(const HttpRequest& req, HttpResponse* res) {
+  if (!options_.api_key.empty()) {
+    const std::string auth = req.Header("Authorization");
+    std::string_view key;
+    if (absl::StartsWithIgnoreCase(auth, "Bearer ")) {
+      key = std::string_view(auth).substr(7);
+      while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
+    }
+    if (key.empty()) {
+      SetError(Error(401, "missing API key: send 'Authorization: Bearer <key>'",
+                     "invalid_request_error", "invalid_api_key"),
+               res);
+      return false;
+    }
+    if (!ConstantTimeEquals(key, options_.api_key)) {
+      SetError(Error(401, "incorrect API key provided", "invalid_request_error", "invalid_api_key"),
+               res);
+      return false;
+    }
+  }
+  if (draining_.load()) {
+    SetError(Unavailable("the server is shutting down"), res);
+    return false;
+  }
+  if (engine_.load() == nullptr) {
+    SetError(Unavailable("the model is still loading"), res);
+    return false;
+  }
+  return true;
+}
+
+std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const {
+  if (model.empty() || model == "default") return std::nullopt;
+  for (const std::string& name : model_names_) {
+    if (model == name) return std::nullopt;
+  }
+  return InvalidRequest(absl::StrCat("the model '", model, "' does not exist; this server has '",
+                                     model_names_.front(), "'"),
+                        "model", "model_not_found");
+}
+
+absl::StatusOr<std::string> OpenAiServer::RenderChat(const std::vector<chat::ChatMessage>& messages,
+                                                     bool add_generation_prompt) const {
+  if (!chat_template_) return absl::InvalidArgumentError("the model has no chat template");
+  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
+  chat::RenderExtras extras;
+  extras.bos_token = tok.TokenToPiece(tok.bos_id(), true);
+  extras.eos_token = tok.TokenToPiece(tok.eos_id(), true);
+  return chat_template_->Render(messages, add_generation_prompt, extras);
+}
+
+void OpenAiServer::HandleChat(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  ChatCompletionRequest r;
+  if (auto err = ParseChatCompletionRequest(req.body, &r)) return SetError(*err, res);
+  if (auto err = CheckModel(r.params.model)) return SetError(*err, res);
+  auto text = RenderChat(r.messages, /*add_generation_prompt=*/true);
+  if (!text.ok()) {
+    return SetError(InvalidRequest(std::string(text.status().message()), "messages"), res);
+  }
+  std::vector<Prompt> prompts(1);
+  prompts[0].tokens = engine_.load()->tokenizer().Encode(*text, /*add_special=*/true,
+                                                         /*parse_special=*/true);
+  Generate(req, res, /*chat=*/true, r.params, std::move(prompts));
+}
+
+void OpenAiServer::HandleCompletions(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  CompletionRequest r;
+  if (auto err = ParseCompletionRequest(req.body, &r)) return SetError(*err, res);
+  if (auto err = CheckModel(r.params.model)) return SetError(*err, res);
+  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
+  std::vector<Prompt> prompts;
+  for (PromptInput& p : r.prompts) {
+    Prompt q;
+    if (p.is_tokens) {
+      for (int32_t t : p.tokens) {
+        if (t >= tok.vocab_size()) {
+          return SetError(InvalidRequest(absl::StrCat("token id ", t, " is out of range [0, ",
+                                                      tok.vocab_size(), ")"),
+                                         "prompt"),
+                          res);
+        }
+      }
+      q.tokens = std::move(p.tokens);
+    } else {
+      q.tokens = tok.Encode(p.text, /*add_special=*/true, /*parse_special=*/true);
+    }
+    prompts.push_back(std::move(q));
+  }
+  Generate(req, res, /*chat=*/false, r.params, std::move(prompts));
+}
+
+void OpenAiServer::Generate(const HttpRequest& req, HttpResponse* res, bool chat,
+                            const GenerationParams& params, std::vector<Prompt> prompts) {
+  engine::Engine* eng = engine_.load();
+  const int ctx = ContextLength();
+  const int cap = eng->config().max_tokens_cap;
+  const char* prompt_param = chat ? "messages" : "prompt";
+  if (params.max_tokens && *params.max_tokens > cap) {
+    return SetError(InvalidRequest(absl::StrCat("max_tokens is ", *params.max_tokens,
+                                                "; the server allows at most ", cap),
+                                   "max_tokens"),
+                    res);
+  }
+  std::vector<int> max_tokens;
+  auto job = std::make_shared<Job>();
+  for (const Prompt& p : prompts) {
+    const int len = static_cast<int>(p.tokens.size());
+    if (len == 0) return SetError(InvalidRequest("the prompt is empty", prompt_param), res);
+    if (options_.max_prompt_tokens > 0 && len > options_.max_prompt_tokens) {
+      return SetError(InvalidRequest(absl::StrCat("the prompt has ", len,
+                                                  " tokens; this server accepts at most ",
+                                                  options_.max_prompt_tokens),
+                                     prompt_param, "context_length_exceeded"),
+                      res);
+    }
+    if (len >= ctx) {
+      return SetError(InvalidRequest(absl::StrCat("this model's maximum context length is ", ctx,
+                                                  " tokens, but the prompt has ", len, " tokens"),
+                                     prompt_param, "context_length_exceeded"),
+                      res);
+    }
+    const int mt =
+        params.max_tokens ? static_cast<int>(*params.max_tokens) : std::min(cap, ctx - len);
+    if (len + mt > ctx) {
+      return SetError(
+          InvalidRequest(absl::StrCat("this model's maximum context length is ", ctx,
+                                      " tokens; you requested ", len + mt, " tokens (", len,
+                                      " in the ", prompt_param, ", ", mt, " in the completion)"),
+                         prompt_param, "context_length_exceeded"),
+          res);
+    }
+    max_tokens.push_back(mt);
+    job->prompt_tokens += len;
+  }
+
+  if (in_flight_.fetch_add(1) >= options_.max_concurrent_requests) {
+    in_flight_.fetch_sub(1);
+    return SetError(Error(429,
+                          absl::StrCat("too many concurrent requests (limit ",
+                                       options_.max_concurrent_requests, "); retry later"),
+                          "rate_limit_exceeded", "rate_limit_exceeded"),
+                    res);
+  }
+  job->slot = std::make_shared<Slot>(&in_flight_);
+  job->chat = chat;
+  job->params = params;
+  job->id = NewId(chat ? "chatcmpl-" : "cmpl-");
+  job->created = UnixNow();
+  job->model = model_names_.front();
+  job->tok = &eng->tokenizer();
+
+  std::optional<Clock::time_point> deadline;
+  if (options_.request_timeout_s > 0) {
+    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                  std::chrono::duration<double>(options_.request_timeout_s));
+  }
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    for (int j = 0; j < params.n; ++j) {
+      const int index = static_cast<int>(p) * params.n + j;
+      engine::Request er;
+      er.prompt = prompts[p].tokens;
+      er.max_tokens = max_tokens[p];
+      er.sampling = params.sampling;
+      if (params.sampling.seed) er.sampling.seed = *params.sampling.seed + index;
+      er.default_seed = RandomSeed();
+      er.stop = params.stop;
+      er.stop_at_eog = !params.ignore_eos;
+      er.top_logprobs = params.logprobs;
+      er.deadline = deadline;
+      auto stream = eng->Submit(std::move(er));
+      if (!stream.ok()) {
+        job->CancelAll();
+        return SetError(FromStatus(stream.status()), res);
+      }
+      Job::Choice c;
+      c.index = index;
+      c.stream = std::move(*stream);
+      job->choices.push_back(std::move(c));
+    }
+  }
+
+  if (!params.stream) return Collect(req, *job, res);
+  res->status = 200;
+  res->content_type = "text/event-stream";
+  res->stream = [this, job](StreamWriter& w) { Stream(*job, w); };
+}
+
+// Non-streaming: wait for every choice, giving up if the client goes away.
+void OpenAiServer::Collect(const HttpRequest& req, Job& job, HttpResponse* res) {
+  size_t which = 0;
+  engine::StreamEvent ev;
+  auto last_check = Clock::now();
+  while (!job.AllDone()) {
+    const bool got = job.Next(&which, &ev, kPoll);
+    if (got) job.Absorb(job.choices[which], ev);
+    const auto now = Clock::now();
+    if (!got || now - last_check >= kPoll) {
+      last_check = now;
+      if (req.ClientDisconnected()) {
+        job.CancelAll();
+        SetError(Error(499, "client closed the connection", "invalid_request_error"), res);
+        return;
+      }
+    }
+  }
+  for (const Job::Choice& c : job.choices) {
+    if (auto err = Job::Failure(c)) return SetError(*err, res);
+  }
+  json choices = json::array();
+  for (const Job::Choice& c : job.choices) {
+    json choice = {{"index", c.index}};
+    if (job.chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+      choice["logprobs"] =
+          job.params.logprobs >= 0 ? json{{"content", c.chat_logprobs}} : json(nullptr);
+    } else {
+      choice["text"] = c.text;
+      choice["logprobs"] = job.params.logprobs >= 0 ? json{{"tokens", c.tokens},
+                                                           {"token_logprobs", c.token_logprobs},
+                                                           {"top_logprobs", c.top_logprobs},
+                                                           {"text_offset", c.text_offset}}
+                                                    : json(nullptr);
+    }
+    choice["finish_reason"] = c.finish_reason;
+    choices.push_back(std::move(choice));
+  }
+  json body = {{"id", job.id},
+               {"object", job.chat ? "chat.completion" : "text_completion"},
+               {"created", job.created},
+               {"model", job.model},
+               {"choices", std::move(choices)},
+               {"usage", job.Usage()}};
+  SetJson(body, res);
+}
+
+// Streaming: one server-sent event per token event, then [DONE].
+void OpenAiServer::Stream(Job& job, StreamWriter& w) {
+  const bool usage_chunks = job.params.include_usage;
+  auto send = [&](json chunk) {
+    if (usage_chunks && !chunk.contains("usage")) chunk["usage"] = nullptr;
+    return w.Write(absl::StrCat("data: ", Dump(chunk), "\n\n"));
+  };
+  auto choice_chunk = [&](int index, json delta_or_text, json logprobs, json finish) {
+    json c = {{"index", index}};
+    if (job.chat) {
+      c["delta"] = std::move(delta_or_text);
+    } else {
+      c["text"] = std::move(delta_or_text);
+    }
+    c["logprobs"] = std::move(logprobs);
+    c["finish_reason"] = std::move(finish);
+    json chunk = job.ChunkBase();
+    chunk["choices"] = json::array({std::move(c)});
+    return chunk;
+  };
+  auto gone = [&] {
+    job.CancelAll();  // frees the sequences within one engine step
+  };
+
+  if (job.chat) {
+    for (const Job::Choice& c : job.choices) {
+      if (!send(
+              choice_chunk(c.index, {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr))) {
+        return gone();
+      }
+    }
+  }
+  size_t which = 0;
+  engine::StreamEvent ev;
+  while (!job.AllDone()) {
+    if (w.ClientDisconnected()) return gone();
+    if (!job.Next(&which, &ev, kPoll)) continue;
+    Job::Choice& c = job.choices[which];
+    json lp = job.Absorb(c, ev);
+    if (!ev.text.empty() || !lp.is_null()) {
+      json payload = job.chat ? json{{"content", ev.text}} : json(ev.text);
+      if (!send(choice_chunk(c.index, std::move(payload), std::move(lp), nullptr))) {
+        return gone();
+      }
+    }
+    if (!ev.finished) continue;
+    if (auto err = Job::Failure(c)) {
+      // Mid-stream failure: OpenAI's SDK raises on an event that carries "error".
+      json e = json::parse(ErrorBody(*err), nullptr, false);
+      w.Write(absl::StrCat("data: ", Dump(e), "\n\n"));
+      w.Write("data: [DONE]\n\n");
+      job.CancelAll();
+      return;
+    }
+    json payload = job.chat ? json::object() : json("");
+    if (!send(choice_chunk(c.index, std::move(payload), nullptr, c.finish_reason))) {
+      return gone();
+    }
+  }
+  if (usage_chunks) {
+    json chunk = job.ChunkBase();
+    chunk["choices"] = json::array();
+    chunk["usage"] = job.Usage();
+    if (!send(std::move(chunk))) return;
+  }
+  w.Write("data: [DONE]\n\n");
+}
+
+void OpenAiServer::HandleModels(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  json data = json::array();
+  data.push_back({{"id", model_names_.front()},
+                  {"object", "model"},
+                  {"created", created_},
+                  {"owned_by", "loom"},
+                  {"max_model_len", ContextLength()}});
+  SetJson({{"object", "list"}, {"data", std::move(data)}}, res);
+}
+
+void OpenAiServer::HandleTokenize(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  TokenizeRequest r;
+  if (auto err = ParseTokenizeRequest(req.body, &r)) return SetError(*err, res);
+  if (auto err = CheckModel(r.model)) return SetError(*err, res);
+  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
+  std::vector<int32_t> tokens;
+  if (r.prompt) {
+    tokens = tok.Encode(*r.prompt, r.add_special_tokens, /*parse_special=*/true);
+  } else {
+    auto text = RenderChat(r.messages, r.add_generation_prompt);
+    if (!text.ok()) {
+      return SetError(InvalidRequest(std::string(text.status().message()), "messages"), res);
+    }
+    tokens = tok.Encode(*text, r.add_special_tokens, /*parse_special=*/true);
+  }
+  SetJson({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", ContextLength()}}, res);
+}
+
+void OpenAiServer::HandleDetokenize(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  DetokenizeRequest r;
+  if (auto err = ParseDetokenizeRequest(req.body, &r)) return SetError(*err, res);
+  if (auto err = CheckModel(r.model)) return SetError(*err, res);
+  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
+  for (int32_t t : r.tokens) {
+    if (t >= tok.vocab_size()) {
+      return SetError(InvalidRequest(absl::StrCat("token id ", t, " is out of range [0, ",
+                                                  tok.vocab_size(), ")"),
+                                     "tokens"),
+                      res);
+    }
+  }
+  SetJson({{"prompt", tok.Decode(r.tokens, /*render_special=*/true)}}, res);
+}
+
+void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
+  if (!Admit(req, res)) return;
+  const engine::EngineStats s = engine_.load()->Stats();
+  SetJson({{"num_running", s.num_running},
+           {"num_waiting", s.num_waiting},
+           {"kv_cache_usage", s.kv_cache_usage},
+           {"prompt_tokens_total", s.prompt_tokens_total},
+           {"generation_tokens_total", s.generation_tokens_total},
+           {"prefix_cache_queries", s.prefix_cache_queries},
+           {"prefix_cache_hits", s.prefix_cache_hits},
+           {"preemptions", s.preemptions},
+           {"steps", s.steps},
+           {"http_requests_in_flight", in_flight_.load()}},
+          res);
+}
+
+}  // namespace loom::server::http

@@ -1,0 +1,119 @@
+"""Fixtures for the end-to-end tests: the real `loom serve` binary on the real model, on a free port.
+
+LOOM_BIN names the binary (CMake passes $<TARGET_FILE:loom>); the default is build/server/loom.
+"""
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
+# One engine thread: the suite shares two cores with whatever else runs, and spinning compute
+# workers slow down badly when they do not get a core of their own. LOOM_E2E_THREADS overrides.
+THREADS = os.environ.get("LOOM_E2E_THREADS", "1")
+
+# Small limits so the error cases are cheap to reach; the suite keeps max_tokens small too.
+MAIN_FLAGS = ["--max-model-len", "512", "--max-prompt-tokens", "400", "--max-tokens-cap", "256",
+              "--max-body-bytes", "262144", "--request-timeout-s", "120", "--drain-timeout-s", "10"]
+
+
+class LoomServer:
+    """One `loom serve` process; port 0 lets the server pick, and it prints the port it got."""
+
+    def __init__(self, *flags):
+        self.log = []
+        self.proc = subprocess.Popen(
+            [LOOM_BIN, "serve", "--model", MODEL, "--port", "0", "--threads", THREADS, *flags],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.port = None
+        got_port = threading.Event()
+
+        def pump():  # keeps stderr drained and remembers it for failure messages
+            for line in self.proc.stderr:
+                self.log.append(line)
+                m = re.search(r"listening on http://[^:]+:(\d+)", line)
+                if m and self.port is None:
+                    self.port = int(m.group(1))
+                    got_port.set()
+            got_port.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        if not got_port.wait(30) or self.port is None:
+            self.kill()
+            raise RuntimeError("loom serve did not start:\n" + "".join(self.log))
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError("loom serve never became healthy:\n" + "".join(self.log))
+
+    def client(self, api_key="unused", **kw):
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0,
+                             timeout=120, **kw)
+
+    def stats(self, headers=None):
+        r = httpx.get(self.url + "/v1/engine/stats", headers=headers, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def stop(self, timeout=30):
+        """SIGTERM, then the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [p for p in (MODEL, LOOM_BIN) if not os.path.exists(p)]
+    if missing:
+        skip = pytest.mark.skip(reason=f"missing {', '.join(missing)} (run make build model)")
+        for item in items:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = LoomServer(*MAIN_FLAGS)
+    yield s
+    code = s.stop()
+    assert code == 0, "".join(s.log)
+
+
+@pytest.fixture(scope="session")
+def client(server):
+    return server.client()
+
+
+@pytest.fixture(scope="session")
+def keyed_server():
+    """A second instance with an API key and room for one request at a time."""
+    s = LoomServer("--api-key", "sekrit", "--max-concurrent-requests", "1", "--max-model-len",
+                   "512")
+    yield s
+    s.stop()
