@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <atomic>
 #include <charconv>
 #include <chrono>
 #include <condition_variable>
@@ -24,6 +25,7 @@
 #include "engine/serving/engine.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_server.h"
+#include "server/metrics/metrics.h"
 
 namespace loom::server {
 
@@ -260,6 +262,22 @@ int RunServe(const std::vector<std::string>& args) {
                                 .max_body_bytes = static_cast<size_t>(o.http.max_body_bytes),
                                 .error_formatter = http::OpenAiServer::FormatError});
   api.RegisterRoutes(*server);
+  // Prometheus metrics on the HTTP port (routes must exist before Serve()); 503 until loaded.
+  std::atomic<ServerMetrics*> metrics{nullptr};
+  std::atomic<engine::Engine*> metrics_engine{nullptr};
+  server->Route("GET", "/metrics", [&](const http::HttpRequest&, http::HttpResponse* res) {
+    ServerMetrics* m = metrics.load();
+    engine::Engine* e = metrics_engine.load();
+    if (m == nullptr || e == nullptr) {
+      res->status = 503;
+      res->content_type = "text/plain";
+      res->body = "loading\n";
+      return;
+    }
+    res->content_type = "text/plain; version=0.0.4";
+    res->body = m->Render(e->Stats());
+  });
+  std::unique_ptr<ServerMetrics> metrics_owner;
   auto port = server->Bind(o.http.host, o.http.port);
   if (!port.ok()) return Fail(port.status());
 
@@ -295,6 +313,11 @@ int RunServe(const std::vector<std::string>& args) {
     std::vector<std::string> names = {
         o.engine.served_model_name.empty() ? stem : o.engine.served_model_name, stem,
         eng->model().config().name};
+    metrics_owner = std::make_unique<ServerMetrics>(names[0]);
+    eng->SetOnFinished(
+        [m = metrics_owner.get()](const engine::RequestTimings& t) { m->OnFinished(t); });
+    metrics.store(metrics_owner.get());
+    metrics_engine.store(eng.get());
     return api.SetEngine(eng.get(), names);
   }();
 
@@ -334,6 +357,7 @@ int RunServe(const std::vector<std::string>& args) {
   }
   serve_thread.join();
   server.reset();
+  metrics_engine.store(nullptr);
   eng.reset();
   std::fprintf(stderr, "loom serve: stopped\n");
   return exit_code;

@@ -59,7 +59,15 @@ void ThreadPool::ParallelFor(int64_t n, const std::function<void(int64_t, int64_
     cv_.notify_all();
   }
   RunChunk(0);
-  while (pending_.load(std::memory_order_acquire) != 0) LOOM_CPU_RELAX();
+  // Spin, but yield the core now and then: when threads outnumber free cores (another process
+  // busy, HTTP threads), a worker that is not running can only finish if we step aside.
+  for (int spins = 1; pending_.load(std::memory_order_acquire) != 0; ++spins) {
+    if (spins % 64 == 0) {
+      std::this_thread::yield();
+    } else {
+      LOOM_CPU_RELAX();
+    }
+  }
 }
 
 void ThreadPool::WorkerLoop(int index) {
@@ -70,8 +78,12 @@ void ThreadPool::WorkerLoop(int index) {
     int spins = 0;
     while ((gen = generation_.load(std::memory_order_acquire)) == seen) {
       if (stop_.load(std::memory_order_relaxed)) return;
-      LOOM_CPU_RELAX();
-      if (++spins % 1024 == 0 && std::chrono::steady_clock::now() - spin_start > kSpinFor) {
+      if (++spins % 64 == 0) {
+        std::this_thread::yield();  // see ParallelFor
+      } else {
+        LOOM_CPU_RELAX();
+      }
+      if (spins % 1024 == 0 && std::chrono::steady_clock::now() - spin_start > kSpinFor) {
         std::unique_lock<std::mutex> lock(mu_);
         sleepers_.fetch_add(1);
         cv_.wait(lock, [&] { return stop_.load() || generation_.load() != seen; });
