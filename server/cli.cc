@@ -14,6 +14,7 @@
 #include "engine/model/backend.h"
 #include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/flags.h"
 
 namespace loom::server {
 namespace {
@@ -31,16 +32,6 @@ struct CliOptions {
   int ctx = 4096;
   engine::GenerateOptions gen;
 };
-
-template <typename T>
-absl::Status ParseNumber(const std::string& flag, const std::string& text, T* out) {
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, *out);
-  if (ec != std::errc() || p != end) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": '", text, "' is not a valid number"));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args, bool chat_mode) {
   CliOptions o;

@@ -23,6 +23,7 @@
 #include "common/status_macros.h"
 #include "engine/model/model.h"
 #include "engine/serving/engine.h"
+#include "server/flags.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_server.h"
 #include "server/metrics/metrics.h"
@@ -46,16 +47,6 @@ const char kServeUsage[] =
     "            flags override it.\n";
 
 namespace {
-
-template <typename T>
-absl::Status ParseNumber(const std::string& flag, const std::string& text, T* out) {
-  const char* end = text.data() + text.size();
-  auto [p, ec] = std::from_chars(text.data(), end, *out);
-  if (ec != std::errc() || p != end) {
-    return absl::InvalidArgumentError(absl::StrCat(flag, ": '", text, "' is not a valid number"));
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::string> ReadApiKeyFile(const std::string& path) {
   std::ifstream in(path);
