@@ -267,15 +267,22 @@ class HttplibServer : public HttpServer {
   }
 
   absl::StatusOr<int> Bind(const std::string& host, int port) override {
-    if (port == 0) {
-      const int p = svr_.bind_to_any_port(host);
-      if (p <= 0) return absl::UnavailableError(absl::StrCat("cannot listen on ", host));
-      return p;
-    }
-    if (!svr_.bind_to_port(host, port)) {
+    // Debian's httplib listens with a backlog of 5 (CPPHTTPLIB_LISTEN_BACKLOG, fixed when the
+    // shared library was built): a burst of connections would overflow the accept queue and be
+    // reset. Remember the listening socket and listen again with the system's maximum.
+    int listen_fd = -1;
+    svr_.set_socket_options([&listen_fd](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = sock;
+    });
+    const int bound = port == 0 ? svr_.bind_to_any_port(host)
+                                : (svr_.bind_to_port(host, port) ? port : -1);
+    svr_.set_socket_options(httplib::default_socket_options);  // the lambda's capture dies here
+    if (bound <= 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port));
     }
-    return port;
+    if (listen_fd >= 0) ::listen(listen_fd, SOMAXCONN);
+    return bound;
   }
 
   void Serve() override {
