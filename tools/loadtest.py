@@ -35,6 +35,8 @@ import time
 import httpx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
 
@@ -74,36 +76,12 @@ def start_server(args):
             "--max-waiting", str(args.max_waiting), "--http-threads", str(args.http_threads),
             "--kv-cache-mb", str(args.kv_cache_mb), "--max-model-len", "512",
             "--request-timeout-s", str(int(args.deadline_s))]
-    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    log, port, got = [], [None], threading.Event()
-
-    def pump():
-        for line in proc.stderr:
-            log.append(line)
-            m = re.search(r"listening on http://[^:]+:(\d+)", line)
-            if m and port[0] is None:
-                port[0] = int(m.group(1))
-                got.set()
-        got.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    if not got.wait(60) or port[0] is None:
-        proc.kill()
-        raise SystemExit("loom serve did not start:\n" + "".join(log[-20:]))
-    url = f"http://127.0.0.1:{port[0]}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, port[0], url, log
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("loom serve never became healthy:\n" + "".join(log[-20:]))
+    try:
+        s = ServerProcess(argv, "loom serve", port_re=LOOM_LISTENING, cwd=ROOT,
+                          start_new_session=True)
+    except RuntimeError as e:
+        raise SystemExit(str(e))
+    return s.proc, s.port, s.url, s.log
 
 
 def request_bytes(port, i, max_tokens, model):

@@ -30,12 +30,8 @@ import glob
 import json
 import os
 import random
-import re
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 
 import httpx
@@ -45,67 +41,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
 ESSAYS = os.path.join(ROOT, "..", "shared", "data", "haystack", "paul_graham_essays")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
 # Servers
-
-class Server:
-    """A server process on a free port; `port_re` finds the port in its stderr (port 0), else the
-    port is picked here."""
-
-    def __init__(self, argv, name, port_re=None, port=None, env=None):
-        self.name = name
-        self.log = []
-        self.port = port
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env,
-                                     start_new_session=True)
-        got = threading.Event()
-
-        def pump():
-            for line in self.proc.stderr:
-                self.log.append(line)
-                if len(self.log) > 2000:
-                    del self.log[:1000]
-                if port_re and self.port is None:
-                    m = re.search(port_re, line)
-                    if m:
-                        self.port = int(m.group(1))
-                        got.set()
-            got.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if port_re and (not got.wait(60) or self.port is None):
-            self.kill()
-            raise RuntimeError(f"{name} did not start:\n" + "".join(self.log[-30:]))
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        self.kill()
-        raise RuntimeError(f"{name} never became healthy:\n" + "".join(self.log[-30:]))
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
 
 def free_port():
     import socket
@@ -117,7 +58,7 @@ def free_port():
 def start_loom(args):
     argv = [args.loom_bin, "serve", "--model", args.model, "--port", "0", "--threads",
             str(args.threads), "--max-num-seqs", str(args.max_num_seqs)] + args.loom_flag
-    return Server(argv, "loom", port_re=r"listening on http://[^:]+:(\d+)")
+    return ServerProcess(argv, "loom", port_re=LOOM_LISTENING, cwd=ROOT, start_new_session=True)
 
 
 def find_llama_server():
@@ -133,7 +74,7 @@ def start_llama_server(binary, args):
     ctx = 16 * (args.max_prompt_words * 2 + args.max_tokens + 64)
     argv = [binary, "-m", args.model, "-np", "16", "-cb", "--port", str(port), "--host", "127.0.0.1",
             "-t", str(args.threads), "-c", str(ctx)]
-    return Server(argv, "llama-server", port=port)
+    return ServerProcess(argv, "llama-server", port=port, cwd=ROOT, start_new_session=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,17 +3,15 @@
 LOOM_BIN names the binary (CMake passes $<TARGET_FILE:loom>); the default is build/server/loom.
 """
 import os
-import re
-import signal
-import subprocess
-import threading
-import time
+import sys
 
 import httpx
 import openai
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
 # One engine thread: the suite shares two cores with whatever else runs, and spinning compute
@@ -25,44 +23,13 @@ MAIN_FLAGS = ["--max-model-len", "512", "--max-prompt-tokens", "400", "--max-tok
               "--max-body-bytes", "262144", "--request-timeout-s", "120", "--drain-timeout-s", "10"]
 
 
-class LoomServer:
+class LoomServer(ServerProcess):
     """One `loom serve` process; port 0 lets the server pick, and it prints the port it got."""
 
     def __init__(self, *flags):
-        self.log = []
-        self.proc = subprocess.Popen(
+        super().__init__(
             [LOOM_BIN, "serve", "--model", MODEL, "--port", "0", "--threads", THREADS, *flags],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        self.port = None
-        got_port = threading.Event()
-
-        def pump():  # keeps stderr drained and remembers it for failure messages
-            for line in self.proc.stderr:
-                self.log.append(line)
-                m = re.search(r"listening on http://[^:]+:(\d+)", line)
-                if m and self.port is None:
-                    self.port = int(m.group(1))
-                    got_port.set()
-            got_port.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not got_port.wait(30) or self.port is None:
-            self.kill()
-            raise RuntimeError("loom serve did not start:\n" + "".join(self.log))
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError("loom serve never became healthy:\n" + "".join(self.log))
+            "loom serve", port_re=LOOM_LISTENING, cwd=ROOT, health_timeout=60)
 
     def client(self, api_key="unused", **kw):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0,
@@ -72,21 +39,6 @@ class LoomServer:
         r = httpx.get(self.url + "/v1/engine/stats", headers=headers, timeout=10)
         r.raise_for_status()
         return r.json()
-
-    def stop(self, timeout=30):
-        """SIGTERM, then the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def pytest_collection_modifyitems(config, items):
