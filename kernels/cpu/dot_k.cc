@@ -7,6 +7,27 @@
 #include "kernels/cpu/internal.h"
 
 namespace loom::kernels::cpu::scalar {
+namespace {
+
+// aux32[l] += scale[g] * q8[..] * a[..] over n_groups groups of kQK_K / n_groups values, eight
+// lanes at a time with the products rounded to int16 as ggml's generic code does.
+template <typename Scale>
+void AccumulateScaledGroups(const int8_t* q8, const int8_t* a, const Scale* scales, int n_groups,
+                            int32_t aux32[8]) {
+  const int chunks = kQK_K / n_groups / 8;
+  int16_t aux16[8];
+  for (int g = 0; g < n_groups; ++g) {
+    const int32_t scale = scales[g];
+    for (int c = 0; c < chunks; ++c) {
+      for (int l = 0; l < 8; ++l) aux16[l] = static_cast<int16_t>(q8[l] * a[l]);
+      for (int l = 0; l < 8; ++l) aux32[l] += scale * aux16[l];
+      q8 += 8;
+      a += 8;
+    }
+  }
+}
+
+}  // namespace
 
 float DotQ4_KQ8_K(int64_t k, const void* w, const void* x) {
   const auto* bw = static_cast<const BlockQ4_K*>(w);
@@ -18,7 +39,6 @@ float DotQ4_KQ8_K(int64_t k, const void* w, const void* x) {
   const auto* scales = reinterpret_cast<const uint8_t*>(&utmp[0]);
   const auto* mins = reinterpret_cast<const uint8_t*>(&utmp[2]);
   int8_t aux8[kQK_K];
-  int16_t aux16[8];
   float sums[8] = {};
   int32_t aux32[8];
   float sumf = 0.0f;
@@ -43,17 +63,7 @@ float DotQ4_KQ8_K(int64_t k, const void* w, const void* x) {
 
     int sumi = 0;
     for (int j = 0; j < kQK_K / 16; ++j) sumi += bx[i].bsums[j] * mins[j / 2];
-    a = aux8;
-    int is = 0;
-    for (int j = 0; j < kQK_K / 32; ++j) {
-      const int32_t scale = scales[is++];
-      for (int half = 0; half < 4; ++half) {
-        for (int l = 0; l < 8; ++l) aux16[l] = static_cast<int16_t>(q8[l] * a[l]);
-        for (int l = 0; l < 8; ++l) aux32[l] += scale * aux16[l];
-        q8 += 8;
-        a += 8;
-      }
-    }
+    AccumulateScaledGroups(q8, aux8, scales, kQK_K / 32, aux32);
     const float d = HalfToFloat(bw[i].d) * bx[i].d;
     for (int l = 0; l < 8; ++l) sums[l] += d * aux32[l];
     const float dmin = HalfToFloat(bw[i].dmin) * bx[i].d;
@@ -67,7 +77,6 @@ float DotQ6_KQ8_K(int64_t k, const void* w, const void* x) {
   const auto* bw = static_cast<const BlockQ6_K*>(w);
   const auto* bx = static_cast<const BlockQ8_K*>(x);
   int8_t aux8[kQK_K];
-  int16_t aux16[8];
   float sums[8] = {};
   int32_t aux32[8];
   for (int64_t i = 0; i < k / kQK_K; ++i) {
@@ -87,17 +96,7 @@ float DotQ6_KQ8_K(int64_t k, const void* w, const void* x) {
       q4 += 64;
       qh += 32;
     }
-    a = aux8;
-    int is = 0;
-    for (int j = 0; j < kQK_K / 16; ++j) {
-      const int scale = bw[i].scales[is++];
-      for (int half = 0; half < 2; ++half) {
-        for (int l = 0; l < 8; ++l) aux16[l] = static_cast<int16_t>(q8[l] * a[l]);
-        for (int l = 0; l < 8; ++l) aux32[l] += scale * aux16[l];
-        q8 += 8;
-        a += 8;
-      }
-    }
+    AccumulateScaledGroups(q8, aux8, bw[i].scales, kQK_K / 16, aux32);
     const float d = HalfToFloat(bw[i].d) * bx[i].d;
     for (int l = 0; l < 8; ++l) sums[l] += d * aux32[l];
   }
