@@ -14,6 +14,7 @@
 
 #include "engine/gguf/gguf.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/engine/tokenizer/real_vocab.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -21,7 +22,6 @@
 namespace loom::tokenizer {
 namespace {
 
-constexpr const char* kModelPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 constexpr const char* kCasesPath = "tests/data/tokenizer_cases.json";
 
 std::string FromHex(const std::string& hex) {
@@ -42,20 +42,8 @@ std::string ToHex(std::string_view s) {
   return out;
 }
 
-class LlamaCppParity : public ::testing::Test {
+class LlamaCppParity : public RealVocabTest {
  protected:
-  static void SetUpTestSuite() {
-    if (!std::filesystem::exists(kModelPath)) return;
-    auto file = gguf::GgufFile::Open(kModelPath);
-    ASSERT_TRUE(file.ok()) << file.status();
-    auto t = Tokenizer::FromGguf(**file);
-    ASSERT_TRUE(t.ok()) << t.status();
-    tok_ = t->release();
-  }
-  void SetUp() override {
-    if (tok_ == nullptr) GTEST_SKIP() << kModelPath << " not present";
-  }
-
   // Compares every case of a case file; returns the number of cases.
   static int CompareFile(const std::string& path) {
     std::ifstream in(path);
@@ -85,10 +73,7 @@ class LlamaCppParity : public ::testing::Test {
     std::printf("[ llama.cpp ] %d/%d cases identical (%s)\n", same, n, path.c_str());
     return n;
   }
-
-  static Tokenizer* tok_;
 };
-Tokenizer* LlamaCppParity::tok_ = nullptr;
 
 TEST_F(LlamaCppParity, CommittedCases) { EXPECT_GE(CompareFile(kCasesPath), 40); }
 

@@ -2,6 +2,7 @@
 // tokens on tiny hand-built vocabularies (no model needed), FromGguf through GgufWriter, and
 // round trips / streaming on the real SmolLM2 vocabulary when the model file is present.
 #include "engine/tokenizer/tokenizer.h"
+#include "tests/engine/tokenizer/real_vocab.h"
 
 #include <atomic>
 #include <cstdint>
@@ -26,7 +27,6 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
-constexpr const char* kModelPath = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 // Byte-level encoding of raw bytes (GPT-2 bytes_to_unicode), as token texts are stored.
 std::string Enc(std::string_view raw) {
@@ -354,22 +354,7 @@ TEST(Tokenizer, ConcurrentEncodeSharesTheWordCache) {
 
 // ---- Real vocabulary (skipped without the model file) ----
 
-class RealVocab : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (!std::filesystem::exists(kModelPath)) return;
-    auto file = gguf::GgufFile::Open(kModelPath);
-    ASSERT_TRUE(file.ok()) << file.status();
-    auto t = Tokenizer::FromGguf(**file);
-    ASSERT_TRUE(t.ok()) << t.status();
-    tok_ = t->release();
-  }
-  void SetUp() override {
-    if (tok_ == nullptr) GTEST_SKIP() << kModelPath << " not present";
-  }
-  static Tokenizer* tok_;
-};
-Tokenizer* RealVocab::tok_ = nullptr;
+class RealVocab : public RealVocabTest {};
 
 std::string RandomString(std::mt19937& rng) {
   static const std::vector<std::string> kPieces = {"a",
