@@ -24,6 +24,8 @@
 #include "engine/model/model.h"
 #include "engine/serving/engine.h"
 #include "server/flags.h"
+#include "server/frontend/frontend.h"
+#include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/http/openai_server.h"
 #include "server/metrics/metrics.h"
@@ -32,7 +34,10 @@ namespace loom::server {
 
 const char kServeUsage[] =
     "  serve     the OpenAI-compatible HTTP server (GET /health is 503 while the model loads)\n"
+    "            and the gRPC server (loom.v1, KServe v2, health, reflection) on one engine\n"
     "            [--model PATH] [--served-model-name NAME] [--host H] [--port P] [--threads N]\n"
+    "            [--grpc-port P (0: any, -1: off)] [--grpc-threads N]\n"
+    "            [--grpc-max-message-bytes N] [--load-delay-ms N (testing)]\n"
     "            [--http-threads N] [--api-key KEY | --api-key-file PATH] [--max-body-bytes N]\n"
     "            [--max-prompt-tokens N] [--max-tokens-cap N] [--max-concurrent-requests N]\n"
     "            [--max-waiting N] [--request-timeout-s S] [--drain-timeout-s S]\n"
@@ -102,6 +107,14 @@ absl::Status Apply(std::string name, const std::string& v, ServeOptions* o) {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.max_batched_tokens));
   } else if (name == "kv-cache-mb") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.kv_cache_mb));
+  } else if (name == "grpc-port") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->grpc.port));
+  } else if (name == "grpc-threads") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->grpc.threads));
+  } else if (name == "grpc-max-message-bytes") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->grpc.max_message_bytes));
+  } else if (name == "load-delay-ms") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.load_delay_ms));
   } else if (name == "max-model-len") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.max_model_len));
   } else {
@@ -163,6 +176,14 @@ absl::Status Validate(const ServeOptions& o) {
   if (!(o.http.drain_timeout_s >= 0)) {
     return absl::InvalidArgumentError("--drain-timeout-s must be >= 0");
   }
+  if (o.grpc.port < -1 || o.grpc.port > 65535) {
+    return absl::InvalidArgumentError("--grpc-port must be in [-1, 65535]");
+  }
+  if (o.grpc.threads < 1) return absl::InvalidArgumentError("--grpc-threads must be positive");
+  if (o.grpc.max_message_bytes < 1 || o.grpc.max_message_bytes > (int64_t{1} << 31) - 1) {
+    return absl::InvalidArgumentError("--grpc-max-message-bytes must be in [1, 2^31)");
+  }
+  if (o.engine.load_delay_ms < 0) return absl::InvalidArgumentError("--load-delay-ms must be >= 0");
   if (o.engine.kv_cache_mb < 1) return absl::InvalidArgumentError("--kv-cache-mb must be positive");
   if (o.engine.max_model_len < 0) {
     return absl::InvalidArgumentError("--max-model-len must be >= 0");
@@ -244,10 +265,11 @@ int RunServe(const std::vector<std::string>& args) {
   // Leaked on purpose: its thread may still be in sigwait() when RunServe returns.
   SignalWaiter& signals = *new SignalWaiter;
 
-  http::OpenAiServer api({.api_key = o.http.api_key,
-                          .max_prompt_tokens = o.http.max_prompt_tokens,
-                          .max_concurrent_requests = o.http.max_concurrent_requests,
-                          .request_timeout_s = o.http.request_timeout_s});
+  frontend::Frontend fe({.api_key = o.http.api_key,
+                         .max_prompt_tokens = o.http.max_prompt_tokens,
+                         .max_concurrent_requests = o.http.max_concurrent_requests,
+                         .request_timeout_s = o.http.request_timeout_s});
+  http::OpenAiServer api(&fe);
   std::unique_ptr<http::HttpServer> server =
       http::HttpServer::Create({.threads = o.http.threads,
                                 .max_body_bytes = static_cast<size_t>(o.http.max_body_bytes),
@@ -283,6 +305,30 @@ int RunServe(const std::vector<std::string>& args) {
   });
   std::fprintf(stderr, "loom serve: listening on http://%s:%d, loading %s\n", o.http.host.c_str(),
                *port, o.engine.model.c_str());
+  std::unique_ptr<grpc_api::GrpcServer> grpc;
+  if (o.grpc.port >= 0) {
+    auto started = grpc_api::GrpcServer::Start({.host = o.http.host,
+                                                .port = o.grpc.port,
+                                                .max_threads = o.grpc.threads,
+                                                .max_message_bytes = o.grpc.max_message_bytes,
+                                                .on_rpc_done =
+                                                    [&metrics](std::string_view method, int code) {
+                                                      if (ServerMetrics* m = metrics.load())
+                                                        m->OnGrpcCall(method, code);
+                                                    }},
+                                               &fe);
+    if (!started.ok()) {
+      server->Stop();
+      serve_thread.join();
+      return Fail(started.status());
+    }
+    grpc = std::move(*started);
+    std::fprintf(stderr, "loom serve: gRPC listening on %s:%d (health NOT_SERVING until loaded)\n",
+                 o.http.host.c_str(), grpc->port());
+  }
+  if (o.engine.load_delay_ms > 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(o.engine.load_delay_ms));
+  }
 
   // Load while /health answers 503.
   std::unique_ptr<engine::Engine> eng;
@@ -309,7 +355,9 @@ int RunServe(const std::vector<std::string>& args) {
         [m = metrics_owner.get()](const engine::RequestTimings& t) { m->OnFinished(t); });
     metrics.store(metrics_owner.get());
     metrics_engine.store(eng.get());
-    return api.SetEngine(eng.get(), names);
+    LOOM_RETURN_IF_ERROR(fe.SetEngine(eng.get(), names));
+    if (grpc) grpc->SetServing(true);
+    return absl::OkStatus();
   }();
 
   int exit_code = 0;
@@ -324,20 +372,23 @@ int RunServe(const std::vector<std::string>& args) {
   }
 
   // Stop accepting, let in-flight requests finish (or cancel them at the deadline), then exit.
-  api.StartDraining();
+  fe.StartDraining();
+  if (grpc) grpc->SetServing(false);
   server->Stop();
   if (eng) {
     const bool clean =
         eng->Drain(std::chrono::milliseconds(static_cast<int64_t>(o.http.drain_timeout_s * 1000)));
     if (!clean) std::fprintf(stderr, "loom serve: drain timeout; cancelled the rest\n");
   }
+  // Every engine stream has ended: gRPC handlers write their last messages and return.
+  if (grpc) grpc->Shutdown(std::chrono::seconds(5));
   {
     // Handlers finish writing their last events (slow clients are bounded by the write timeout).
     // Idle keep-alive connections would hold httplib's workers for up to the keep-alive timeout;
     // once no request is in flight they are not worth waiting for.
     std::unique_lock<std::mutex> lock(mu);
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(35);
-    while (!serving_done && std::chrono::steady_clock::now() < deadline && api.in_flight() > 0) {
+    while (!serving_done && std::chrono::steady_clock::now() < deadline && fe.in_flight() > 0) {
       cv.wait_for(lock, std::chrono::milliseconds(20));
     }
     if (!cv.wait_for(lock, std::chrono::milliseconds(500), [&] { return serving_done; })) {

@@ -1,6 +1,7 @@
-// The `loom serve` subcommand: the OpenAI-compatible HTTP server (server/http/) on the serving
-// engine. Listens first (GET /health answers 503 while the model loads), then serves until SIGTERM
-// or SIGINT, which stop accepting, drain in-flight requests (--drain-timeout-s) and exit 0.
+// The `loom serve` subcommand: the OpenAI-compatible HTTP server (server/http/) and the gRPC
+// server (server/grpc/) on one serving engine. Listens first (GET /health answers 503 while the
+// model loads), then serves until SIGTERM or SIGINT, which stop accepting, drain in-flight requests
+// (--drain-timeout-s) and exit 0.
 //
 //   loom serve --model models/SmolLM2-135M-Instruct.Q4_1.gguf --port 8080 --api-key secret
 //   loom serve --config config/serve.json --port 9000   # flags override the file
@@ -27,6 +28,11 @@ struct ServeOptions {
     double request_timeout_s = 600;     // 0: none
     double drain_timeout_s = 30;
   } http;
+  struct Grpc {
+    int port = 50051;                     // 0: any free port; -1: no gRPC server
+    int threads = 1024;                   // calls served at once
+    int64_t max_message_bytes = 8 << 20;  // largest request message
+  } grpc;
   struct Engine {
     std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     std::string served_model_name;  // empty: the file name without .gguf
@@ -38,6 +44,7 @@ struct ServeOptions {
     int max_waiting = 256;
     int64_t kv_cache_mb = 1024;
     int max_tokens_cap = 4096;
+    int load_delay_ms = 0;  // wait before loading (to test readiness probes)
   } engine;
 };
 

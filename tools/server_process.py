@@ -4,7 +4,7 @@ its stderr for failure messages, and stops it with SIGTERM.
 
   from server_process import ServerProcess, LOOM_LISTENING
   s = ServerProcess([loom, "serve", "--port", "0"], "loom serve", port_re=LOOM_LISTENING)
-  ...  s.url, s.port, s.log
+  ...  s.url, s.port, s.log, s.grpc_target()
   assert s.stop() == 0
 """
 import re
@@ -16,6 +16,7 @@ import time
 import httpx
 
 LOOM_LISTENING = r"listening on http://[^:]+:(\d+)"
+LOOM_GRPC_LISTENING = r"gRPC listening on [^ ]+:(\d+)"
 
 
 class ServerProcess:
@@ -58,6 +59,14 @@ class ServerProcess:
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"{name} never became healthy:\n" + "".join(self.log[-30:]))
+
+    def grpc_target(self):
+        """127.0.0.1:port of `loom serve`'s gRPC server, from the line it prints before loading."""
+        for line in self.log:
+            m = re.search(LOOM_GRPC_LISTENING, line)
+            if m:
+                return f"127.0.0.1:{m.group(1)}"
+        raise RuntimeError(f"{self.name} printed no gRPC port:\n" + "".join(self.log[-20:]))
 
     def stop(self, timeout=30):
         """SIGTERM, then the exit code (None when it had to be killed after `timeout`)."""

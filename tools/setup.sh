@@ -7,7 +7,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-venv
       python3-jinja2 libabsl-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev
       libbenchmark-dev clang libclang-rt-14-dev libcpp-httplib-dev
-      prometheus-cpp-dev prometheus)
+      prometheus-cpp-dev prometheus libgrpc++-dev libprotobuf-dev
+      protobuf-compiler protobuf-compiler-grpc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

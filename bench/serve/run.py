@@ -17,12 +17,16 @@ mean, P50 and P99 of each (numpy percentiles, as vLLM). Writes bench/results/ser
 bench/results/serve.png (throughput and TTFT P50/P99 vs concurrency), and prints
 "output tok/s at 16 concurrent / single stream" (target >= 4x).
 
+--grpc also measures Loom's gRPC API (loom.v1.Generation/Complete, server-streamed) on the same
+server with the same workload and definitions, reported beside HTTP's as "loom-grpc".
+
 When `llama-server` is on PATH or LLAMA_SERVER names a binary, it is measured the same way
 (`-m MODEL -np 16 -cb`) and Loom / llama-server is printed.
 
   .venv/bin/python bench/serve/run.py                 # ~2-4 min on two cores
   .venv/bin/python bench/serve/run.py --quick         # fewer requests, shorter outputs
   .venv/bin/python bench/serve/run.py --url http://127.0.0.1:8080   # an already running server
+  .venv/bin/python bench/serve/run.py --grpc --concurrency 1 16      # HTTP and gRPC side by side
 """
 import argparse
 import asyncio
@@ -43,6 +47,7 @@ LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loo
 ESSAYS = os.path.join(ROOT, "..", "shared", "data", "haystack", "paul_graham_essays")
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
+from loom_grpc import load_stubs  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -56,7 +61,8 @@ def free_port():
 
 
 def start_loom(args):
-    argv = [args.loom_bin, "serve", "--model", args.model, "--port", "0", "--threads",
+    argv = [args.loom_bin, "serve", "--model", args.model, "--port", "0", "--grpc-port", "0",
+            "--threads",
             str(args.threads), "--max-num-seqs", str(args.max_num_seqs)] + args.loom_flag
     return ServerProcess(argv, "loom", port_re=LOOM_LISTENING, cwd=ROOT, start_new_session=True)
 
@@ -140,6 +146,38 @@ async def one_request(client, url, model, prompt, max_tokens):
     return r
 
 
+async def one_grpc_request(stub, pb, model, prompt, max_tokens):
+    """The same request over loom.v1.Generation/Complete: one message per token, usage last."""
+    import grpc
+    req = pb.CompleteRequest(text=prompt, params=pb.GenerationParams(
+        model=model, max_tokens=max_tokens, ignore_eos=True,
+        sampling=pb.SamplingParams(temperature=0.0)))
+    r = {"ok": False, "ttft": 0.0, "itl": [], "latency": 0.0, "output_tokens": 0, "prompt_tokens": 0,
+         "chunks": 0, "error": ""}
+    st = time.perf_counter()
+    last = st
+    try:
+        async for msg in stub.Complete(req, timeout=600):
+            now = time.perf_counter()
+            if msg.HasField("usage"):
+                r["output_tokens"] = msg.usage.completion_tokens
+                r["prompt_tokens"] = msg.usage.prompt_tokens
+            if msg.text:
+                if r["ttft"] == 0.0:
+                    r["ttft"] = now - st
+                else:
+                    r["itl"].append(now - last)
+                last = now
+                r["chunks"] += 1
+        r["latency"] = time.perf_counter() - st
+        r["ok"] = r["ttft"] > 0 and r["output_tokens"] > 0
+        if not r["ok"]:
+            r["error"] = "no content or no usage in the stream"
+    except grpc.RpcError as e:
+        r["error"] = f"gRPC {e.code()}: {e.details()}"
+    return r
+
+
 def stats(values, scale=1000.0):
     if not values:
         return {"mean": None, "p50": None, "p99": None}
@@ -148,16 +186,30 @@ def stats(values, scale=1000.0):
             "p99": float(np.percentile(a, 99))}
 
 
-async def run_level(url, model, prompts, concurrency, max_tokens):
-    limits = httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4)
+async def run_level(url, model, prompts, concurrency, max_tokens, grpc_target=None):
     sem = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
-        async def guarded(p):
-            async with sem:
-                return await one_request(client, url, model, p, max_tokens)
-        t0 = time.perf_counter()
-        results = await asyncio.gather(*(guarded(p) for p in prompts))
-        wall = time.perf_counter() - t0
+    if grpc_target:  # one HTTP/2 channel, as gRPC clients do
+        import grpc
+        pb, rpc = load_stubs()
+        async with grpc.aio.insecure_channel(grpc_target) as channel:
+            stub = rpc.GenerationStub(channel)
+
+            async def guarded(p):
+                async with sem:
+                    return await one_grpc_request(stub, pb, model, p, max_tokens)
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(guarded(p) for p in prompts))
+            wall = time.perf_counter() - t0
+    else:
+        limits = httpx.Limits(max_connections=concurrency + 4,
+                              max_keepalive_connections=concurrency + 4)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(600.0), limits=limits) as client:
+            async def guarded(p):
+                async with sem:
+                    return await one_request(client, url, model, p, max_tokens)
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(guarded(p) for p in prompts))
+            wall = time.perf_counter() - t0
     ok = [r for r in results if r["ok"]]
     out_tokens = sum(r["output_tokens"] for r in ok)
     tpots = [(r["latency"] - r["ttft"]) / (r["output_tokens"] - 1) for r in ok if r["output_tokens"] > 1]
@@ -188,7 +240,7 @@ def served_model(url, fallback):
         return fallback
 
 
-def bench_server(url, model, args, label):
+def bench_server(url, model, args, label, grpc_target=None):
     if not args.served_model:
         model = served_model(url, model)
     levels = []
@@ -197,8 +249,8 @@ def bench_server(url, model, args, label):
         prompts = make_prompts(n, args.seed + c, args.min_prompt_words, args.max_prompt_words)
         # Warm-up (not measured) so the first level does not pay for first-touch of the weights.
         if not levels:
-            asyncio.run(run_level(url, model, prompts[:1], 1, 4))
-        lv = asyncio.run(run_level(url, model, prompts, c, args.max_tokens))
+            asyncio.run(run_level(url, model, prompts[:1], 1, 4, grpc_target))
+        lv = asyncio.run(run_level(url, model, prompts, c, args.max_tokens, grpc_target))
         levels.append(lv)
         print(f"  [{label}] concurrency {c:3d}: {lv['completed']}/{lv['requests']} ok, "
               f"{lv['output_throughput']:7.1f} out tok/s, {lv['duration_s']:.1f} s", flush=True)
@@ -270,6 +322,9 @@ def main():
     ap.add_argument("--quick", action="store_true",
                     help="1 request per concurrency slot (min 4), max_tokens 32")
     ap.add_argument("--no-llama-server", action="store_true")
+    ap.add_argument("--grpc", action="store_true",
+                    help="also measure the gRPC API (loom.v1) on the same server")
+    ap.add_argument("--grpc-target", help="with --url: the server's gRPC host:port")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "serve.json"))
     args = ap.parse_args()
     if args.quick:
@@ -287,10 +342,16 @@ def main():
 
     if args.url:
         result["servers"]["loom"] = bench_server(args.url.rstrip("/"), model_name, args, "server")
+        if args.grpc and args.grpc_target:
+            result["servers"]["loom-grpc"] = bench_server(args.url.rstrip("/"), model_name, args,
+                                                          "server gRPC", args.grpc_target)
     else:
         srv = start_loom(args)
         try:
             result["servers"]["loom"] = bench_server(srv.url, model_name, args, "loom")
+            if args.grpc:
+                result["servers"]["loom-grpc"] = bench_server(srv.url, model_name, args,
+                                                              "loom gRPC", srv.grpc_target())
         finally:
             srv.stop()
         result["loom_flags"] = ["--threads", str(args.threads), "--max-num-seqs",
@@ -327,6 +388,17 @@ def main():
                 summary["loom_over_llama_server"][str(c)] = x
                 print(f"Loom / llama-server output tok/s at concurrency {c}: {x:.2f}x"
                       + (" (target >= 1.5x)" if c == 16 else ""))
+    if "loom-grpc" in result["servers"]:
+        g = {lv["concurrency"]: lv for lv in result["servers"]["loom-grpc"]}
+        summary["grpc_over_http"] = {}
+        print("\ngRPC vs HTTP (same server, same workload):")
+        for c, lv in by_c.items():
+            if c in g and lv["output_throughput"] > 0:
+                x = g[c]["output_throughput"] / lv["output_throughput"]
+                summary["grpc_over_http"][str(c)] = x
+                print(f"  concurrency {c:3d}: output tok/s gRPC {g[c]['output_throughput']:.1f} / "
+                      f"HTTP {lv['output_throughput']:.1f} = {x:.2f}x; TTFT p50 "
+                      f"{fmt(g[c]['ttft_ms']['p50'], 1)} / {fmt(lv['ttft_ms']['p50'], 1)} ms")
     result["summary"] = summary
     result["wall_s"] = time.time() - t_start
     with open(args.out, "w") as f:

@@ -19,6 +19,7 @@
 
 #include "engine/chat_template/chat_template.h"
 #include "engine/sampler/sampler.h"
+#include "server/frontend/frontend.h"
 
 namespace loom::server::http {
 
@@ -35,23 +36,13 @@ ApiError InvalidRequest(std::string message, std::string param = "", std::string
 // {"error":{"message":...,"type":...,"param":...|null,"code":...|null}}
 std::string ErrorBody(const ApiError& error);
 
-// Limits the parser enforces (everything else the server checks against the model).
-inline constexpr int kMaxChoices = 32;      // n
-inline constexpr int kMaxTopLogprobs = 20;  // top_logprobs / logprobs
-inline constexpr int kMaxStopStrings = 16;
+// Limits the parser enforces (everything else the front end checks against the model).
+using frontend::kMaxChoices;
+using frontend::kMaxStopStrings;
+using frontend::kMaxTopLogprobs;
 
 // The fields both endpoints share.
-struct GenerationParams {
-  std::string model;                  // empty: not given
-  std::optional<int64_t> max_tokens;  // max_completion_tokens, else max_tokens
-  sampler::SamplingParams sampling;   // OpenAI defaults: temperature 1, top_p 1
-  std::vector<std::string> stop;
-  int n = 1;
-  bool stream = false;
-  bool include_usage = false;  // stream_options.include_usage
-  int logprobs = -1;           // -1: none; else the number of alternatives per token
-  bool ignore_eos = false;     // vLLM's extension
-};
+using GenerationParams = frontend::GenerationParams;
 
 struct ChatCompletionRequest {
   GenerationParams params;

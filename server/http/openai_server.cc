@@ -49,34 +49,12 @@ ApiError Unavailable(std::string message) {
   return Error(503, std::move(message), "service_unavailable", "service_unavailable");
 }
 
-// An engine Submit() failure as the client sees it.
-ApiError FromStatus(const absl::Status& s) {
-  const std::string msg(s.message());
-  switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument:
-      return InvalidRequest(msg);
-    case absl::StatusCode::kResourceExhausted:
-      return Error(429, msg, "rate_limit_exceeded", "rate_limit_exceeded");
-    case absl::StatusCode::kUnavailable:
-      return Unavailable(msg);
-    default:
-      return Error(500, msg, "server_error");
-  }
-}
-
 // A random id such as "chatcmpl-3f9a..." (24 hex digits).
 std::string NewId(std::string_view prefix) {
   static std::mutex mu;
   static std::mt19937_64 rng{std::random_device{}()};
   std::lock_guard<std::mutex> lock(mu);
   return absl::StrFormat("%s%016x%08x", std::string(prefix), rng(), rng() & 0xffffffffu);
-}
-
-uint64_t RandomSeed() {
-  static std::mutex mu;
-  static std::mt19937_64 rng{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mu);
-  return rng();
 }
 
 int64_t UnixNow() { return static_cast<int64_t>(std::time(nullptr)); }
@@ -90,31 +68,10 @@ json Bytes(const std::string& s) {
   return a;
 }
 
-bool ConstantTimeEquals(std::string_view a, std::string_view b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < a.size(); ++i) diff |= a[i] ^ b[i % (b.empty() ? 1 : b.size())];
-  return diff == 0 && !b.empty();
-}
-
 constexpr milliseconds kPoll{50};      // how often a waiting handler checks its client
 constexpr milliseconds kMultiWait{5};  // wait per stream when several choices interleave
 
 }  // namespace
-
-// One prompt, tokenized.
-struct OpenAiServer::Prompt {
-  std::vector<int32_t> tokens;
-};
-
-// Releases a concurrency slot when the request (including its stream) is over.
-class OpenAiServer::Slot {
- public:
-  explicit Slot(std::atomic<int>* counter) : counter_(counter) {}
-  ~Slot() { counter_->fetch_sub(1); }
-
- private:
-  std::atomic<int>* counter_;
-};
 
 // One HTTP generation request: its engine streams (one per choice) and what they produced.
 struct OpenAiServer::Job {
@@ -264,12 +221,32 @@ struct OpenAiServer::Job {
   int prompt_tokens = 0;  // summed over prompts (each counted once, whatever n is)
   const tokenizer::Tokenizer* tok = nullptr;
   std::vector<Choice> choices;
-  std::shared_ptr<Slot> slot;
+  frontend::Submission sub;  // the engine streams and the concurrency slot
   size_t next = 0;
 };
 
-OpenAiServer::OpenAiServer(OpenAiServerOptions options) : options_(std::move(options)) {}
+OpenAiServer::OpenAiServer(frontend::Frontend* frontend) : fe_(frontend) {}
 OpenAiServer::~OpenAiServer() = default;
+
+ApiError OpenAiServer::FromStatus(const absl::Status& s) {
+  const std::string msg(s.message());
+  const std::string param = frontend::StatusParam(s), code = frontend::StatusErrorCode(s);
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kNotFound:  // an unknown model is a 400 in OpenAI's API
+      return InvalidRequest(msg, param, code);
+    case absl::StatusCode::kUnauthenticated:
+      return Error(401, msg, "invalid_request_error", code);
+    case absl::StatusCode::kResourceExhausted:
+      return Error(429, msg, "rate_limit_exceeded", "rate_limit_exceeded");
+    case absl::StatusCode::kUnavailable:
+      return Unavailable(msg);
+    case absl::StatusCode::kDeadlineExceeded:
+      return Error(408, msg, "timeout_error", "request_timeout");
+    default:
+      return Error(500, msg, "server_error");
+  }
+}
 
 void OpenAiServer::FormatError(int status, std::string_view message, HttpResponse* res) {
   std::string type = "invalid_request_error", code;
@@ -311,103 +288,32 @@ void OpenAiServer::RegisterRoutes(HttpServer& http) {
   });
 }
 
-absl::Status OpenAiServer::SetEngine(engine::Engine* engine, std::vector<std::string> names) {
-  if (engine == nullptr) return absl::InvalidArgumentError("no engine");
-  if (auto src = engine->model().file().GetString("tokenizer.chat_template"); src.ok()) {
-    auto tmpl = chat::ChatTemplate::Parse(*src);
-    if (!tmpl.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the model's chat template does not parse: ", tmpl.status().message()));
-    }
-    chat_template_ = std::move(*tmpl);
-  }
-  std::erase(names, std::string());
-  if (names.empty()) names.push_back(engine->model_name());
-  model_names_ = std::move(names);
-  created_ = UnixNow();
-  engine_.store(engine);
-  return absl::OkStatus();
-}
-
-void OpenAiServer::StartDraining() { draining_.store(true); }
-
-int OpenAiServer::ContextLength() const {
-  const engine::Engine* e = engine_.load();
-  return std::min(e->config().max_context, e->model().config().context_length);
-}
-
 void OpenAiServer::HandleHealth(const HttpRequest&, HttpResponse* res, bool readiness) {
-  const char* state = draining_.load()            ? "draining"
-                      : engine_.load() == nullptr ? "loading"
-                                                  : "ready";
+  const char* state = fe_->draining() ? "draining" : fe_->engine() == nullptr ? "loading" : "ready";
   const bool ok = !readiness || std::string_view(state) == "ready";
   SetJson({{"status", state}}, res);
   res->status = ok ? 200 : 503;
 }
 
 bool OpenAiServer::Admit(const HttpRequest& req, HttpResponse* res) {
-  if (!options_.api_key.empty()) {
-    const std::string auth = req.Header("Authorization");
-    std::string_view key;
-    if (absl::StartsWithIgnoreCase(auth, "Bearer ")) {
-      key = std::string_view(auth).substr(7);
-      while (!key.empty() && key.front() == ' ') key.remove_prefix(1);
-    }
-    if (key.empty()) {
-      SetError(Error(401, "missing API key: send 'Authorization: Bearer <key>'",
-                     "invalid_request_error", "invalid_api_key"),
-               res);
-      return false;
-    }
-    if (!ConstantTimeEquals(key, options_.api_key)) {
-      SetError(Error(401, "incorrect API key provided", "invalid_request_error", "invalid_api_key"),
-               res);
-      return false;
-    }
-  }
-  if (draining_.load()) {
-    SetError(Unavailable("the server is shutting down"), res);
-    return false;
-  }
-  if (engine_.load() == nullptr) {
-    SetError(Unavailable("the model is still loading"), res);
-    return false;
-  }
-  return true;
-}
-
-std::optional<ApiError> OpenAiServer::CheckModel(const std::string& model) const {
-  if (model.empty() || model == "default") return std::nullopt;
-  for (const std::string& name : model_names_) {
-    if (model == name) return std::nullopt;
-  }
-  return InvalidRequest(absl::StrCat("the model '", model, "' does not exist; this server has '",
-                                     model_names_.front(), "'"),
-                        "model", "model_not_found");
-}
-
-absl::StatusOr<std::string> OpenAiServer::RenderChat(const std::vector<chat::ChatMessage>& messages,
-                                                     bool add_generation_prompt) const {
-  if (!chat_template_) return absl::InvalidArgumentError("the model has no chat template");
-  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
-  chat::RenderExtras extras;
-  extras.bos_token = tok.TokenToPiece(tok.bos_id(), true);
-  extras.eos_token = tok.TokenToPiece(tok.eos_id(), true);
-  return chat_template_->Render(messages, add_generation_prompt, extras);
+  absl::Status st = fe_->Authenticate(req.Header("Authorization"));
+  if (st.ok()) st = fe_->CheckServing();
+  if (st.ok()) return true;
+  SetError(FromStatus(st), res);
+  return false;
 }
 
 void OpenAiServer::HandleChat(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
   ChatCompletionRequest r;
   if (auto err = ParseChatCompletionRequest(req.body, &r)) return SetError(*err, res);
-  if (auto err = CheckModel(r.params.model)) return SetError(*err, res);
-  auto text = RenderChat(r.messages, /*add_generation_prompt=*/true);
-  if (!text.ok()) {
-    return SetError(InvalidRequest(std::string(text.status().message()), "messages"), res);
+  if (absl::Status st = fe_->CheckModel(r.params.model); !st.ok()) {
+    return SetError(FromStatus(st), res);
   }
-  std::vector<Prompt> prompts(1);
-  prompts[0].tokens = engine_.load()->tokenizer().Encode(*text, /*add_special=*/true,
-                                                         /*parse_special=*/true);
+  absl::StatusOr<std::vector<int32_t>> prompt = fe_->ChatPrompt(r.messages);
+  if (!prompt.ok()) return SetError(FromStatus(prompt.status()), res);
+  std::vector<std::vector<int32_t>> prompts;
+  prompts.push_back(std::move(*prompt));
   Generate(req, res, /*chat=*/true, r.params, std::move(prompts));
 }
 
@@ -415,118 +321,45 @@ void OpenAiServer::HandleCompletions(const HttpRequest& req, HttpResponse* res) 
   if (!Admit(req, res)) return;
   CompletionRequest r;
   if (auto err = ParseCompletionRequest(req.body, &r)) return SetError(*err, res);
-  if (auto err = CheckModel(r.params.model)) return SetError(*err, res);
-  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
-  std::vector<Prompt> prompts;
+  if (absl::Status st = fe_->CheckModel(r.params.model); !st.ok()) {
+    return SetError(FromStatus(st), res);
+  }
+  const tokenizer::Tokenizer& tok = fe_->engine()->tokenizer();
+  std::vector<std::vector<int32_t>> prompts;
   for (PromptInput& p : r.prompts) {
-    Prompt q;
     if (p.is_tokens) {
-      for (int32_t t : p.tokens) {
-        if (t >= tok.vocab_size()) {
-          return SetError(InvalidRequest(absl::StrCat("token id ", t, " is out of range [0, ",
-                                                      tok.vocab_size(), ")"),
-                                         "prompt"),
-                          res);
-        }
+      if (absl::Status st = fe_->CheckTokenIds(p.tokens, "prompt"); !st.ok()) {
+        return SetError(FromStatus(st), res);
       }
-      q.tokens = std::move(p.tokens);
+      prompts.push_back(std::move(p.tokens));
     } else {
-      q.tokens = tok.Encode(p.text, /*add_special=*/true, /*parse_special=*/true);
+      prompts.push_back(tok.Encode(p.text, /*add_special=*/true, /*parse_special=*/true));
     }
-    prompts.push_back(std::move(q));
   }
   Generate(req, res, /*chat=*/false, r.params, std::move(prompts));
 }
 
 void OpenAiServer::Generate(const HttpRequest& req, HttpResponse* res, bool chat,
-                            const GenerationParams& params, std::vector<Prompt> prompts) {
-  engine::Engine* eng = engine_.load();
-  const int ctx = ContextLength();
-  const int cap = eng->config().max_tokens_cap;
-  const char* prompt_param = chat ? "messages" : "prompt";
-  if (params.max_tokens && *params.max_tokens > cap) {
-    return SetError(InvalidRequest(absl::StrCat("max_tokens is ", *params.max_tokens,
-                                                "; the server allows at most ", cap),
-                                   "max_tokens"),
-                    res);
-  }
-  std::vector<int> max_tokens;
+                            const GenerationParams& params,
+                            std::vector<std::vector<int32_t>> prompts) {
+  absl::StatusOr<frontend::Submission> sub =
+      fe_->Submit(prompts, params, chat ? "messages" : "prompt");
+  if (!sub.ok()) return SetError(FromStatus(sub.status()), res);
   auto job = std::make_shared<Job>();
-  for (const Prompt& p : prompts) {
-    const int len = static_cast<int>(p.tokens.size());
-    if (len == 0) return SetError(InvalidRequest("the prompt is empty", prompt_param), res);
-    if (options_.max_prompt_tokens > 0 && len > options_.max_prompt_tokens) {
-      return SetError(InvalidRequest(absl::StrCat("the prompt has ", len,
-                                                  " tokens; this server accepts at most ",
-                                                  options_.max_prompt_tokens),
-                                     prompt_param, "context_length_exceeded"),
-                      res);
-    }
-    if (len >= ctx) {
-      return SetError(InvalidRequest(absl::StrCat("this model's maximum context length is ", ctx,
-                                                  " tokens, but the prompt has ", len, " tokens"),
-                                     prompt_param, "context_length_exceeded"),
-                      res);
-    }
-    const int mt =
-        params.max_tokens ? static_cast<int>(*params.max_tokens) : std::min(cap, ctx - len);
-    if (len + mt > ctx) {
-      return SetError(
-          InvalidRequest(absl::StrCat("this model's maximum context length is ", ctx,
-                                      " tokens; you requested ", len + mt, " tokens (", len,
-                                      " in the ", prompt_param, ", ", mt, " in the completion)"),
-                         prompt_param, "context_length_exceeded"),
-          res);
-    }
-    max_tokens.push_back(mt);
-    job->prompt_tokens += len;
-  }
-
-  if (in_flight_.fetch_add(1) >= options_.max_concurrent_requests) {
-    in_flight_.fetch_sub(1);
-    return SetError(Error(429,
-                          absl::StrCat("too many concurrent requests (limit ",
-                                       options_.max_concurrent_requests, "); retry later"),
-                          "rate_limit_exceeded", "rate_limit_exceeded"),
-                    res);
-  }
-  job->slot = std::make_shared<Slot>(&in_flight_);
   job->chat = chat;
   job->params = params;
   job->id = NewId(chat ? "chatcmpl-" : "cmpl-");
   job->created = UnixNow();
-  job->model = model_names_.front();
-  job->tok = &eng->tokenizer();
-
-  std::optional<Clock::time_point> deadline;
-  if (options_.request_timeout_s > 0) {
-    deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                  std::chrono::duration<double>(options_.request_timeout_s));
+  job->model = fe_->model_names().front();
+  job->tok = &fe_->engine()->tokenizer();
+  job->prompt_tokens = sub->prompt_tokens;
+  for (size_t i = 0; i < sub->streams.size(); ++i) {
+    Job::Choice c;
+    c.index = static_cast<int>(i);
+    c.stream = sub->streams[i];
+    job->choices.push_back(std::move(c));
   }
-  for (size_t p = 0; p < prompts.size(); ++p) {
-    for (int j = 0; j < params.n; ++j) {
-      const int index = static_cast<int>(p) * params.n + j;
-      engine::Request er;
-      er.prompt = prompts[p].tokens;
-      er.max_tokens = max_tokens[p];
-      er.sampling = params.sampling;
-      if (params.sampling.seed) er.sampling.seed = *params.sampling.seed + index;
-      er.default_seed = RandomSeed();
-      er.stop = params.stop;
-      er.stop_at_eog = !params.ignore_eos;
-      er.top_logprobs = params.logprobs;
-      er.deadline = deadline;
-      auto stream = eng->Submit(std::move(er));
-      if (!stream.ok()) {
-        job->CancelAll();
-        return SetError(FromStatus(stream.status()), res);
-      }
-      Job::Choice c;
-      c.index = index;
-      c.stream = std::move(*stream);
-      job->choices.push_back(std::move(c));
-    }
-  }
+  job->sub = std::move(*sub);
 
   if (!params.stream) return Collect(req, *job, res);
   res->status = 200;
@@ -653,11 +486,11 @@ void OpenAiServer::Stream(Job& job, StreamWriter& w) {
 void OpenAiServer::HandleModels(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
   json data = json::array();
-  data.push_back({{"id", model_names_.front()},
+  data.push_back({{"id", fe_->model_names().front()},
                   {"object", "model"},
-                  {"created", created_},
+                  {"created", fe_->created()},
                   {"owned_by", "loom"},
-                  {"max_model_len", ContextLength()}});
+                  {"max_model_len", fe_->ContextLength()}});
   SetJson({{"object", "list"}, {"data", std::move(data)}}, res);
 }
 
@@ -665,41 +498,35 @@ void OpenAiServer::HandleTokenize(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
   TokenizeRequest r;
   if (auto err = ParseTokenizeRequest(req.body, &r)) return SetError(*err, res);
-  if (auto err = CheckModel(r.model)) return SetError(*err, res);
-  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
+  if (absl::Status st = fe_->CheckModel(r.model); !st.ok()) return SetError(FromStatus(st), res);
+  const tokenizer::Tokenizer& tok = fe_->engine()->tokenizer();
   std::vector<int32_t> tokens;
   if (r.prompt) {
     tokens = tok.Encode(*r.prompt, r.add_special_tokens, /*parse_special=*/true);
   } else {
-    auto text = RenderChat(r.messages, r.add_generation_prompt);
-    if (!text.ok()) {
-      return SetError(InvalidRequest(std::string(text.status().message()), "messages"), res);
-    }
+    auto text = fe_->RenderChat(r.messages, r.add_generation_prompt);
+    if (!text.ok()) return SetError(FromStatus(text.status()), res);
     tokens = tok.Encode(*text, r.add_special_tokens, /*parse_special=*/true);
   }
-  SetJson({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", ContextLength()}}, res);
+  SetJson({{"tokens", tokens}, {"count", tokens.size()}, {"max_model_len", fe_->ContextLength()}},
+          res);
 }
 
 void OpenAiServer::HandleDetokenize(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
   DetokenizeRequest r;
   if (auto err = ParseDetokenizeRequest(req.body, &r)) return SetError(*err, res);
-  if (auto err = CheckModel(r.model)) return SetError(*err, res);
-  const tokenizer::Tokenizer& tok = engine_.load()->tokenizer();
-  for (int32_t t : r.tokens) {
-    if (t >= tok.vocab_size()) {
-      return SetError(InvalidRequest(absl::StrCat("token id ", t, " is out of range [0, ",
-                                                  tok.vocab_size(), ")"),
-                                     "tokens"),
-                      res);
-    }
+  if (absl::Status st = fe_->CheckModel(r.model); !st.ok()) return SetError(FromStatus(st), res);
+  const tokenizer::Tokenizer& tok = fe_->engine()->tokenizer();
+  if (absl::Status st = fe_->CheckTokenIds(r.tokens, "tokens"); !st.ok()) {
+    return SetError(FromStatus(st), res);
   }
   SetJson({{"prompt", tok.Decode(r.tokens, /*render_special=*/true)}}, res);
 }
 
 void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
-  const engine::EngineStats s = engine_.load()->Stats();
+  const engine::EngineStats s = fe_->engine()->Stats();
   SetJson({{"num_running", s.num_running},
            {"num_waiting", s.num_waiting},
            {"kv_cache_usage", s.kv_cache_usage},
@@ -709,7 +536,7 @@ void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
            {"prefix_cache_hits", s.prefix_cache_hits},
            {"preemptions", s.preemptions},
            {"steps", s.steps},
-           {"http_requests_in_flight", in_flight_.load()}},
+           {"http_requests_in_flight", fe_->in_flight()}},
           res);
 }
 

@@ -52,6 +52,8 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
                       .Register(r).Add(labels);
   success_ = &BuildCounter().Name("loom_request_success_total")
                   .Help("Count of successfully processed requests.").Register(r);
+  grpc_calls_ = &BuildCounter().Name("loom_grpc_requests_total")
+                     .Help("gRPC calls finished, by method and status code.").Register(r);
   ttft_ = &BuildHistogram().Name("loom_time_to_first_token_seconds")
                .Help("Histogram of time to first token in seconds.").Register(r)
                .Add(labels, kTtftBuckets);
@@ -87,6 +89,18 @@ void ServerMetrics::OnFinished(const engine::RequestTimings& t) {
   generation_hist_->Observe(t.completion_tokens);
   if (t.completion_tokens > 0) ttft_->Observe(t.ttft_seconds);
   for (double s : t.inter_token_seconds) itl_->Observe(s);
+}
+
+void ServerMetrics::OnGrpcCall(std::string_view method, int code) {
+  static constexpr const char* kCodes[] = {
+      "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+      "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+      "UNAUTHENTICATED"};
+  const std::string name = code >= 0 && code <= 16 ? kCodes[code] : std::to_string(code);
+  std::lock_guard<std::mutex> lock(mu_);
+  grpc_calls_->Add({{"model_name", model_name_}, {"method", std::string(method)}, {"code", name}})
+      .Increment();
 }
 
 std::string ServerMetrics::Render(const engine::EngineStats& s) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 #include "absl/base/thread_annotations.h"
 #include "engine/serving/engine.h"
@@ -28,6 +29,8 @@ class ServerMetrics {
 
   // Records one finished request (any thread).
   void OnFinished(const engine::RequestTimings& t);
+  // Records one finished gRPC call: its full method name and status code (any thread).
+  void OnGrpcCall(std::string_view method, int code);
   // Brings gauges and counters up to `stats` and serializes every metric.
   std::string Render(const engine::EngineStats& stats);
 
@@ -46,6 +49,7 @@ class ServerMetrics {
   prometheus::Counter* prefix_hits_;
   prometheus::Counter* preemptions_;
   prometheus::Family<prometheus::Counter>* success_;
+  prometheus::Family<prometheus::Counter>* grpc_calls_;
   prometheus::Histogram* ttft_;
   prometheus::Histogram* itl_;
   prometheus::Histogram* e2e_;

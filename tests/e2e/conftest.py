@@ -11,7 +11,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
-from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
+from loom_grpc import load_stubs  # noqa: E402
+from server_process import LOOM_GRPC_LISTENING, LOOM_LISTENING, ServerProcess  # noqa: E402
 MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
 LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
 # One engine thread: the suite shares two cores with whatever else runs, and spinning compute
@@ -28,8 +29,12 @@ class LoomServer(ServerProcess):
 
     def __init__(self, *flags):
         super().__init__(
-            [LOOM_BIN, "serve", "--model", MODEL, "--port", "0", "--threads", THREADS, *flags],
+            [LOOM_BIN, "serve", "--model", MODEL, "--port", "0", "--grpc-port", "0", "--threads", THREADS, *flags],
             "loom serve", port_re=LOOM_LISTENING, cwd=ROOT, health_timeout=60)
+
+    @property
+    def grpc_target(self):
+        return ServerProcess.grpc_target(self)
 
     def client(self, api_key="unused", **kw):
         return openai.OpenAI(base_url=self.url + "/v1", api_key=api_key, max_retries=0,
@@ -69,3 +74,9 @@ def keyed_server():
                    "512")
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def loom_pb(tmp_path_factory):
+    """Python stubs for proto/loom/v1, generated with grpcio-tools for this session."""
+    return load_stubs(str(tmp_path_factory.mktemp("loom_pb")))

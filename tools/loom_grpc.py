@@ -1,0 +1,30 @@
+"""Python stubs for Loom's gRPC API (proto/loom/v1), generated on the fly with grpcio-tools, for
+tests, benchmarks and scripts.
+
+  from loom_grpc import load_stubs
+  pb, rpc = load_stubs()                 # generation_pb2, generation_pb2_grpc
+  stub = rpc.GenerationStub(grpc.insecure_channel("127.0.0.1:50051"))
+  for msg in stub.Chat(pb.ChatRequest(messages=[pb.ChatMessage(role="user", content="Hi")])):
+      print(msg.text, end="")
+"""
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROTO_DIR = os.path.join(ROOT, "proto")
+
+
+def load_stubs(out_dir=None):
+    """Generates the loom.v1 Python modules into `out_dir` (a temporary directory by default) and
+    returns (generation_pb2, generation_pb2_grpc)."""
+    from grpc_tools import protoc
+    out = out_dir or tempfile.mkdtemp(prefix="loom_pb_")
+    rc = protoc.main(["protoc", f"-I{PROTO_DIR}", f"--python_out={out}",
+                      f"--grpc_python_out={out}",
+                      os.path.join(PROTO_DIR, "loom", "v1", "generation.proto")])
+    if rc != 0:
+        raise RuntimeError("protoc failed on proto/loom/v1/generation.proto")
+    sys.path.insert(0, out)
+    from loom.v1 import generation_pb2, generation_pb2_grpc
+    return generation_pb2, generation_pb2_grpc
