@@ -1,0 +1,1 @@
+"""LLM×MapReduce evaluation tools: InfiniteBench scorer, synthetic task generator, GGUF tokenizer."""
