@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build serve chat test test-unit bench fuzz clean
+.PHONY: all deps model build serve chat test test-unit bench bench-grammar fuzz clean
 
 all: build
 
@@ -35,6 +35,10 @@ test-unit: build
 
 bench: build model
 	.venv/bin/python bench/engine/run.py --build $(BUILD) --model $(MODEL)
+
+# Structured output: JSON-schema-constrained vs unconstrained decode, MaskLogits latency.
+bench-grammar: build model
+	$(BUILD)/bench/grammar/bench_grammar --model $(MODEL) --out bench/results/grammar.json
 
 # libFuzzer on the GGUF reader for FUZZ_SECONDS (clang; see fuzz/CMakeLists.txt).
 FUZZ_SECONDS ?= 60

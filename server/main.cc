@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "server/cli.h"
+#include "server/mapreduce_cli.h"
 #include "server/serve.h"
 
 namespace {
@@ -17,7 +18,9 @@ constexpr char kUsageHead[] =
     "            [--threads N] [--ctx N] [--model PATH] [--backend cpu] [--ignore-eos]\n"
     "  chat      interactive chat with the model (same flags, no --prompt)\n";
 
-std::string Usage() { return std::string(kUsageHead) + loom::server::kServeUsage; }
+std::string Usage() {
+  return std::string(kUsageHead) + loom::server::kServeUsage + loom::server::kMapReduceUsage;
+}
 
 }  // namespace
 
@@ -31,6 +34,7 @@ int main(int argc, char** argv) {
   if (cmd == "generate") return loom::server::RunGenerate(args);
   if (cmd == "chat") return loom::server::RunChat(args);
   if (cmd == "serve") return loom::server::RunServe(args);
+  if (cmd == "mapreduce") return loom::server::RunMapReduceCli(args);
   if (cmd == "--help" || cmd == "-h" || cmd == "help") {
     std::fputs(Usage().c_str(), stdout);
     return 0;

@@ -21,6 +21,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/status_macros.h"
+#include "engine/kv_cache/kv_block_manager.h"
+#include "engine/model/duo_pattern.h"
 #include "engine/model/model.h"
 #include "engine/serving/engine.h"
 #include "server/flags.h"
@@ -29,6 +31,7 @@
 #include "server/http/http_server.h"
 #include "server/http/openai_server.h"
 #include "server/metrics/metrics.h"
+#include "server/pipelines/mapreduce_api.h"
 
 namespace loom::server {
 
@@ -37,17 +40,20 @@ const char kServeUsage[] =
     "            and the gRPC server (loom.v1, KServe v2, health, reflection) on one engine\n"
     "            [--model PATH] [--served-model-name NAME] [--host H] [--port P] [--threads N]\n"
     "            [--grpc-port P (0: any, -1: off)] [--grpc-threads N]\n"
-    "            [--grpc-max-message-bytes N] [--load-delay-ms N (testing)]\n"
+    "            [--grpc-max-message-bytes N] [--mapreduce-max-document-bytes N]\n"
+    "            [--mapreduce-max-parallel N] [--load-delay-ms N (testing)]\n"
     "            [--http-threads N] [--api-key KEY | --api-key-file PATH] [--max-body-bytes N]\n"
     "            [--max-prompt-tokens N] [--max-tokens-cap N] [--max-concurrent-requests N]\n"
     "            [--max-waiting N] [--request-timeout-s S] [--drain-timeout-s S]\n"
     "            [--max-num-seqs N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
     "            [--max-model-len N] [--backend cpu] [--config FILE]\n"
+    "            [--duo-pattern FILE.json (DuoAttention; default off)] [--duo-sparsity S]\n"
     "            defaults: 127.0.0.1:8080, engine threads one per core, 1024 HTTP threads,\n"
     "            8 MiB bodies, 256 concurrent requests, 256 waiting, max_tokens <= 4096,\n"
     "            600 s per request (0: none), 30 s drain, 16 seqs, 256 batched tokens,\n"
     "            1024 MiB KV cache, the model's context; no API key, no prompt limit\n"
-    "            but the context. --config FILE: a JSON object of the same settings\n"
+    "            but the context, DuoAttention off (sparsity 0.5 once a pattern is given).\n"
+    "            --config FILE: a JSON object of the same settings\n"
     "            ({\"port\": 8080, \"max_num_seqs\": 8}; nested objects are flattened);\n"
     "            flags override it.\n";
 
@@ -113,10 +119,18 @@ absl::Status Apply(std::string name, const std::string& v, ServeOptions* o) {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->grpc.threads));
   } else if (name == "grpc-max-message-bytes") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->grpc.max_message_bytes));
+  } else if (name == "mapreduce-max-document-bytes") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->pipelines.mapreduce_max_document_bytes));
+  } else if (name == "mapreduce-max-parallel") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &o->pipelines.mapreduce_max_parallel));
   } else if (name == "load-delay-ms") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.load_delay_ms));
   } else if (name == "max-model-len") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.max_model_len));
+  } else if (name == "duo-pattern") {
+    e.duo_pattern = v;
+  } else if (name == "duo-sparsity") {
+    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.duo_sparsity));
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown setting ", flag));
   }
@@ -183,10 +197,20 @@ absl::Status Validate(const ServeOptions& o) {
   if (o.grpc.max_message_bytes < 1 || o.grpc.max_message_bytes > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("--grpc-max-message-bytes must be in [1, 2^31)");
   }
+  if (absl::Status s = pipelines::MapReduceApiOptions{
+                           .max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
+                           .max_parallel = o.pipelines.mapreduce_max_parallel}
+                           .Validate();
+      !s.ok()) {
+    return s;
+  }
   if (o.engine.load_delay_ms < 0) return absl::InvalidArgumentError("--load-delay-ms must be >= 0");
   if (o.engine.kv_cache_mb < 1) return absl::InvalidArgumentError("--kv-cache-mb must be positive");
   if (o.engine.max_model_len < 0) {
     return absl::InvalidArgumentError("--max-model-len must be >= 0");
+  }
+  if (!(o.engine.duo_sparsity >= 0 && o.engine.duo_sparsity <= 1)) {
+    return absl::InvalidArgumentError("--duo-sparsity must be in [0, 1]");
   }
   return absl::OkStatus();
 }
@@ -270,11 +294,15 @@ int RunServe(const std::vector<std::string>& args) {
                          .max_concurrent_requests = o.http.max_concurrent_requests,
                          .request_timeout_s = o.http.request_timeout_s});
   http::OpenAiServer api(&fe);
+  pipelines::MapReduceApi mapreduce(
+      &fe, {.max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
+            .max_parallel = o.pipelines.mapreduce_max_parallel});
   std::unique_ptr<http::HttpServer> server =
       http::HttpServer::Create({.threads = o.http.threads,
                                 .max_body_bytes = static_cast<size_t>(o.http.max_body_bytes),
                                 .error_formatter = http::OpenAiServer::FormatError});
   api.RegisterRoutes(*server);
+  mapreduce.RegisterRoutes(*server);
   // Prometheus metrics on the HTTP port (routes must exist before Serve()); 503 until loaded.
   std::atomic<ServerMetrics*> metrics{nullptr};
   std::atomic<engine::Engine*> metrics_engine{nullptr};
@@ -316,7 +344,7 @@ int RunServe(const std::vector<std::string>& args) {
                                                       if (ServerMetrics* m = metrics.load())
                                                         m->OnGrpcCall(method, code);
                                                     }},
-                                               &fe);
+                                               &fe, &mapreduce);
     if (!started.ok()) {
       server->Stop();
       serve_thread.join();
@@ -345,6 +373,24 @@ int RunServe(const std::vector<std::string>& args) {
     cfg.max_waiting = o.engine.max_waiting;
     cfg.kv_cache_bytes = o.engine.kv_cache_mb << 20;
     cfg.max_tokens_cap = o.engine.max_tokens_cap;
+    if (!o.engine.duo_pattern.empty()) {
+      LOOM_ASSIGN_OR_RETURN(engine::DuoPattern pattern,
+                            engine::DuoPattern::LoadJson(o.engine.duo_pattern));
+      LOOM_ASSIGN_OR_RETURN(cfg.duo, pattern.Layout(model->config(), o.engine.duo_sparsity));
+      const engine::DuoLayout& d = *cfg.duo;
+      std::fprintf(stderr,
+                   "loom serve: DuoAttention %s, sparsity %.2f: %d of %d KV heads streaming "
+                   "(sink %d, recent %d); per layer: %s; paged KV %lld bytes/token (full %lld), "
+                   "streaming KV %lld bytes/sequence%s\n",
+                   o.engine.duo_pattern.c_str(), o.engine.duo_sparsity, d.TotalStreaming(),
+                   d.n_layers() * d.n_kv_heads(), d.sink(), d.recent(),
+                   d.StreamingPerLayer().c_str(),
+                   static_cast<long long>(d.RetrievalBytesPerToken()),
+                   static_cast<long long>(kv::KvBytesPerToken(model->config().n_layers,
+                                                              model->config().kv_dim())),
+                   static_cast<long long>(d.StreamingBytesPerSequence()),
+                   d.HasStreaming() ? "; prefix caching off" : "");
+    }
     LOOM_ASSIGN_OR_RETURN(eng, engine::Engine::Create(cfg, std::move(model)));
     const std::string stem = std::filesystem::path(o.engine.model).stem().string();
     std::vector<std::string> names = {

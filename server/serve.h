@@ -33,6 +33,10 @@ struct ServeOptions {
     int threads = 1024;                   // calls served at once
     int64_t max_message_bytes = 8 << 20;  // largest request message
   } grpc;
+  struct Pipelines {
+    int64_t mapreduce_max_document_bytes = 4 << 20;  // POST /v1/pipelines/mapreduce documents
+    int mapreduce_max_parallel = 16;                 // concurrent map calls per request
+  } pipelines;
   struct Engine {
     std::string model = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     std::string served_model_name;  // empty: the file name without .gguf
@@ -45,6 +49,10 @@ struct ServeOptions {
     int64_t kv_cache_mb = 1024;
     int max_tokens_cap = 4096;
     int load_delay_ms = 0;  // wait before loading (to test readiness probes)
+    // DuoAttention (docs/duo_attention.md): a pattern JSON (gates TSV + sink/recent), off when
+    // empty; the fraction of KV heads (lowest gates first) that become streaming heads.
+    std::string duo_pattern;
+    double duo_sparsity = 0.5;
   } engine;
 };
 

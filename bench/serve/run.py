@@ -246,7 +246,10 @@ def bench_server(url, model, args, label, grpc_target=None):
     levels = []
     for c in args.concurrency:
         n = max(args.min_requests, args.requests_per_conc * c)
-        prompts = make_prompts(n, args.seed + c, args.min_prompt_words, args.max_prompt_words)
+        # The gRPC pass runs on the same server right after HTTP's: other prompts (same shape), so
+        # that it does not get HTTP's prompts back from the prefix cache.
+        seed = args.seed + c + (7919 if grpc_target else 0)
+        prompts = make_prompts(n, seed, args.min_prompt_words, args.max_prompt_words)
         # Warm-up (not measured) so the first level does not pay for first-touch of the weights.
         if not levels:
             asyncio.run(run_level(url, model, prompts[:1], 1, 4, grpc_target))

@@ -44,6 +44,13 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
   }
   result.prefill_seconds = Since(t0);
 
+  std::unique_ptr<grammar::Matcher> matcher;
+  std::vector<float> masked;
+  if (options.grammar != nullptr) {
+    std::shared_ptr<const grammar::TokenIndex> index = options.grammar_index;
+    if (index == nullptr) index = grammar::TokenIndex::Build(tokenizer);
+    matcher = std::make_unique<grammar::Matcher>(options.grammar, std::move(index));
+  }
   sampler::Sampler sampler(options.sampling, options.default_seed);
   tokenizer::StreamDecoder decoder(tokenizer, /*render_special=*/false);
   result.finish_reason = "length";
@@ -54,7 +61,23 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
       SeqBatch b{&kv, std::span<const int32_t>(&history.back(), 1), false};
       LOOM_RETURN_IF_ERROR(backend.Forward({&b, 1}, &logits));
     }
-    const int32_t tok = sampler.Sample(logits, history);
+    std::span<const float> row = logits;
+    if (matcher != nullptr) {
+      const auto tm = std::chrono::steady_clock::now();
+      masked.assign(logits.begin(), logits.end());
+      matcher->MaskLogits(masked);
+      row = masked;
+      result.grammar_seconds += Since(tm);
+    }
+    const int32_t tok = sampler.Sample(row, history);
+    if (matcher != nullptr) {
+      const auto ta = std::chrono::steady_clock::now();
+      const absl::Status accepted = matcher->Accept(tok);
+      if (!accepted.ok()) {
+        return absl::InternalError(absl::StrCat("grammar: ", accepted.message()));
+      }
+      result.grammar_seconds += Since(ta);
+    }
     history.push_back(tok);
     if (options.stop_at_eog && tokenizer.IsEog(tok)) {
       result.finish_reason = "stop";
@@ -74,12 +97,17 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
         release -= HeldBack(result.text, options.stop);  // may be the start of a stop string
       }
     }
+    const bool grammar_done = !stopped && matcher != nullptr && matcher->IsDone();
+    if (grammar_done) {
+      result.text += decoder.Flush();
+      release = result.text.size();
+    }
     if (release > emitted) {
       std::string_view delta(result.text.data() + emitted, release - emitted);
       emitted = release;
       if (on_token && !on_token(TokenEvent{tok, delta})) stopped = true;
     }
-    if (stopped) {
+    if (stopped || grammar_done) {
       result.finish_reason = "stop";
       break;
     }

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/duo_layout.h"
 #include "common/status_macros.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/kernels.h"
@@ -39,7 +40,10 @@ class CpuBackend final : public Backend {
     int64_t ldy;
   };
   void MatMul(std::initializer_list<Proj> projs, const QuantizedActs& xq, int64_t T);
-  void EnsureScratch(int64_t T, int max_ctx);
+  void EnsureScratch(int64_t T, int max_ctx, int max_window);
+  // DuoAttention: the chunk's new streaming-head rows that stay (the first sink positions and the
+  // last `recent`) go into each sequence's StreamingKv, after the layer's attention read them.
+  void StoreStreaming(std::span<const SeqBatch> batch, int layer);
 
   const Model& model_;
   const ModelConfig& cfg_;
@@ -50,6 +54,11 @@ class CpuBackend final : public Backend {
   std::vector<float> scores_;  // per thread: max_ctx floats
   int64_t scratch_T_ = 0;
   int scratch_ctx_ = 0;
+  // This layer's new K and V rows (all heads) in fp16, as the cache stores them.
+  std::vector<kernels::fp16_t> k16_, v16_;
+  // Per thread: row pointers of the positions a streaming head sees (max_window each for K, V).
+  std::vector<const kernels::fp16_t*> stream_rows_;
+  int scratch_window_ = 0;
   QuantizedActs xq_;
   // Per token: which sequence entry and which position.
   std::vector<int> tok_seq_;
@@ -57,10 +66,13 @@ class CpuBackend final : public Backend {
   // Per layer: each entry's K and V block pointers, entry i's from blk_begin_[i].
   std::vector<const kernels::fp16_t*> k_blocks_, v_blocks_;
   std::vector<size_t> blk_begin_;
+  std::vector<int64_t> tok_begin_;  // per entry: its first token's row
 };
 
-void CpuBackend::EnsureScratch(int64_t T, int max_ctx) {
+void CpuBackend::EnsureScratch(int64_t T, int max_ctx, int max_window) {
   if (T > scratch_T_) {
+    k16_.resize(T * cfg_.kv_dim());
+    v16_.resize(T * cfg_.kv_dim());
     const int64_t d = cfg_.d_model;
     x_.resize(T * d);
     xn_.resize(T * d);
@@ -78,6 +90,35 @@ void CpuBackend::EnsureScratch(int64_t T, int max_ctx) {
   if (max_ctx > scratch_ctx_) {
     scores_.assign(static_cast<size_t>(pool_.size()) * max_ctx, 0.0f);
     scratch_ctx_ = max_ctx;
+  }
+  if (max_window > scratch_window_) {
+    stream_rows_.assign(static_cast<size_t>(pool_.size()) * 2 * max_window, nullptr);
+    scratch_window_ = max_window;
+  }
+}
+
+void CpuBackend::StoreStreaming(std::span<const SeqBatch> batch, int li) {
+  const int64_t kvd = cfg_.kv_dim();
+  const int hd = cfg_.head_dim;
+  for (size_t si = 0; si < batch.size(); ++si) {
+    const SeqBatch& s = batch[si];
+    const DuoLayout* duo = s.kv->duo();
+    if (duo == nullptr || duo->NumStreaming(li) == 0) continue;
+    StreamingKv* sk = s.kv->streaming();
+    const int start = s.kv->size();
+    const int end = start + static_cast<int>(s.tokens.size());
+    for (int pos = start; pos < end; ++pos) {
+      if (!sk->Holds(pos, end)) continue;  // overwritten within this chunk anyway
+      const int64_t t = tok_begin_[si] + (pos - start);
+      kernels::fp16_t* krow = sk->K(li, pos);
+      kernels::fp16_t* vrow = sk->V(li, pos);
+      for (int h = 0; h < cfg_.n_kv_heads; ++h) {
+        if (!duo->IsStreaming(li, h)) continue;
+        const size_t dst = static_cast<size_t>(duo->Slot(li, h)) * hd;
+        std::copy_n(&k16_[t * kvd + h * hd], hd, krow + dst);
+        std::copy_n(&v16_[t * kvd + h * hd], hd, vrow + dst);
+      }
+    }
   }
 }
 
@@ -122,12 +163,26 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
   int64_t T = 0;
   int64_t n_out = 0;
   int max_ctx = 0;
+  int max_window = 0;
   for (const SeqBatch& s : batch) {
     if (s.kv == nullptr || s.tokens.empty()) {
       return absl::InvalidArgumentError("every batch entry needs a cache and at least one token");
     }
     if (s.kv->kv_dim() != c.kv_dim() || s.kv->block_size() < 1) {
       return absl::InvalidArgumentError("a batch entry's cache does not fit this model");
+    }
+    if (const DuoLayout* duo = s.kv->duo()) {
+      if (duo->n_layers() != c.n_layers || duo->n_kv_heads() != c.n_kv_heads ||
+          duo->head_dim() != c.head_dim) {
+        return absl::InvalidArgumentError("a batch entry's DuoAttention layout does not fit");
+      }
+      if (duo->HasStreaming()) {
+        if (s.kv->streaming() == nullptr || &s.kv->streaming()->layout() != duo) {
+          return absl::InvalidArgumentError(
+              "a batch entry with DuoAttention streaming heads needs their StreamingKv");
+        }
+        max_window = std::max(max_window, duo->window());
+      }
     }
     const int64_t end = s.kv->size() + static_cast<int64_t>(s.tokens.size());
     if (end > s.kv->capacity()) {
@@ -145,7 +200,7 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
     max_ctx = std::max<int>(max_ctx, static_cast<int>(end));
   }
   if (T == 0) return absl::InvalidArgumentError("empty batch");
-  EnsureScratch(T, max_ctx);
+  EnsureScratch(T, max_ctx, max_window);
 
   const int64_t d = c.d_model;
   const int64_t qd = c.q_dim();
@@ -157,8 +212,10 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
   // Embeddings and the token -> (sequence, position) map.
   {
     int64_t t = 0;
+    tok_begin_.clear();
     for (size_t si = 0; si < batch.size(); ++si) {
       const SeqBatch& s = batch[si];
+      tok_begin_.push_back(t);
       for (size_t i = 0; i < s.tokens.size(); ++i, ++t) {
         tok_seq_[t] = static_cast<int>(si);
         tok_pos_[t] = s.kv->size() + static_cast<int>(i);
@@ -189,11 +246,29 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
                     c.rope_freq_scale, c.rope_style);
       kernels::Rope(&k_[t * kvd], c.n_kv_heads, hd, c.rope_dim, pos, c.rope_freq_base,
                     c.rope_freq_scale, c.rope_style);
+      kernels::fp16_t* k16 = &k16_[t * kvd];
+      kernels::fp16_t* v16 = &v16_[t * kvd];
+      kernels::Fp32ToFp16Row(&k_[t * kvd], k16, kvd);
+      kernels::Fp32ToFp16Row(&v_[t * kvd], v16, kvd);
       KvView* kv = batch[tok_seq_[t]].kv;
       const int bs = kv->block_size();
-      const size_t row = static_cast<size_t>(pos % bs) * kvd;
-      kernels::Fp32ToFp16Row(&k_[t * kvd], kv->KBlock(li, pos / bs) + row, kvd);
-      kernels::Fp32ToFp16Row(&v_[t * kvd], kv->VBlock(li, pos / bs) + row, kvd);
+      const DuoLayout* duo = kv->duo();
+      const int row_elems = kv->RowElems(li);
+      const size_t row = static_cast<size_t>(pos % bs) * row_elems;
+      kernels::fp16_t* kdst = kv->KBlock(li, pos / bs) + row;
+      kernels::fp16_t* vdst = kv->VBlock(li, pos / bs) + row;
+      if (duo == nullptr) {
+        std::copy_n(k16, kvd, kdst);
+        std::copy_n(v16, kvd, vdst);
+        continue;
+      }
+      // Retrieval heads only, at their slots; streaming heads go to the ring after attention.
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        if (duo->IsStreaming(li, h)) continue;
+        const size_t dst = static_cast<size_t>(duo->Slot(li, h)) * hd;
+        std::copy_n(k16 + h * hd, hd, kdst + dst);
+        std::copy_n(v16 + h * hd, hd, vdst + dst);
+      }
     }
     // Block pointers of every entry for this layer, shared by its tokens and heads.
     k_blocks_.clear();
@@ -215,13 +290,48 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
         const int h = static_cast<int>(task % c.n_heads);
         const int kvh = h / group;
         const int si = tok_seq_[t];
-        const int n_kv = tok_pos_[t] + 1;  // causal: positions up to this token's own
+        KvView* kv = batch[si].kv;
+        const DuoLayout* duo = kv->duo();
+        const int pos = tok_pos_[t];
+        if (duo != nullptr && duo->IsStreaming(li, kvh)) {
+          // Streaming head: the sink positions and the `recent` up to this token's own, read
+          // from the ring (earlier chunks) or this chunk's rows, in position order.
+          const kernels::fp16_t** krows =
+              &stream_rows_[static_cast<size_t>(thread) * 2 * scratch_window_];
+          const kernels::fp16_t** vrows = krows + scratch_window_;
+          StreamingKv* sk = kv->streaming();
+          const int start = kv->size();
+          const size_t ring_off = static_cast<size_t>(duo->Slot(li, kvh)) * hd;
+          const int sink_end = std::min(duo->sink(), pos + 1);
+          const int recent_begin = std::max(duo->sink(), pos + 1 - duo->recent());
+          int n = 0;
+          auto add = [&](int p) {
+            if (p < start) {
+              krows[n] = sk->K(li, p) + ring_off;
+              vrows[n] = sk->V(li, p) + ring_off;
+            } else {
+              const int64_t row = (tok_begin_[si] + (p - start)) * kvd + kvh * hd;
+              krows[n] = &k16_[row];
+              vrows[n] = &v16_[row];
+            }
+            ++n;
+          };
+          for (int p = 0; p < sink_end; ++p) add(p);
+          for (int p = recent_begin; p <= pos; ++p) add(p);
+          kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], krows, vrows, 0, 1, 0, n, hd, scale,
+                                       scores, &attn_[t * qd + h * hd]);
+          continue;
+        }
+        const size_t head_offset =
+            static_cast<size_t>(duo != nullptr ? duo->Slot(li, kvh) : kvh) * hd;
+        const int n_kv = pos + 1;  // causal: positions up to this token's own
         kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], &k_blocks_[blk_begin_[si]],
-                                     &v_blocks_[blk_begin_[si]], static_cast<size_t>(kvh * hd),
-                                     batch[si].kv->block_size(), kvd, n_kv, hd, scale, scores,
+                                     &v_blocks_[blk_begin_[si]], head_offset, kv->block_size(),
+                                     kv->RowElems(li), n_kv, hd, scale, scores,
                                      &attn_[t * qd + h * hd]);
       }
     });
+    StoreStreaming(batch, li);
     Quantize(L.wo.type, attn_.data(), qd, T, &xq_);
     MatMul({{&L.wo, tmp_.data(), d}}, xq_, T);
     kernels::Add(x_.data(), tmp_.data(), x_.data(), T * d);

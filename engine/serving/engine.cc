@@ -34,6 +34,12 @@ absl::Status EngineConfig::Validate() const {
   }
   if (max_tokens_cap <= 0) return absl::InvalidArgumentError("max_tokens_cap must be positive");
   if (n_threads < 0) return absl::InvalidArgumentError("n_threads must be >= 0");
+  if (duo != nullptr && duo->HasStreaming() &&
+      static_cast<int64_t>(max_num_seqs) * duo->StreamingBytesPerSequence() >= kv_cache_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "kv_cache_bytes (", kv_cache_bytes, ") must exceed the DuoAttention streaming caches of ",
+        max_num_seqs, " sequences (", duo->StreamingBytesPerSequence(), " bytes each)"));
+  }
   return absl::OkStatus();
 }
 
@@ -82,7 +88,9 @@ struct Engine::Sequence {
   int n_prompt = 0;
   bool started = false;     // scheduled at least once
   int cached_prompt = 0;    // prompt tokens the prefix cache held at first scheduling
+  int streaming_slot = -1;  // DuoAttention: index into Engine::streaming_ while running
   std::unique_ptr<sampler::Sampler> sampler;
+  std::unique_ptr<grammar::Matcher> matcher;  // with a grammar
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
   std::string text;       // generated text so far (cut at a stop string)
   size_t released = 0;    // bytes of `text` already sent
@@ -100,14 +108,37 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   if (model == nullptr) return absl::InvalidArgumentError("no model");
   std::unique_ptr<Engine> e(new Engine(config, std::move(model)));
   LOOM_ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
+  e->grammar_index_ = grammar::TokenIndex::Build(*e->tokenizer_);
   LOOM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(config.backend, *e->model_,
                                                    {.n_threads = config.n_threads}));
-  // The paged KV cache: as many blocks as the budget holds, shared by all sequences.
+  // The paged KV cache: as many blocks as the budget holds, shared by all sequences. With
+  // DuoAttention a block holds the retrieval heads only, and the streaming heads' fixed caches
+  // (one per running sequence) come out of the same budget first.
   const ModelConfig& mc = e->model_->config();
-  LOOM_ASSIGN_OR_RETURN(
-      int64_t num_blocks,
-      kv::NumBlocksForBudget(config.kv_cache_bytes, kv::KvBytesPerToken(mc.n_layers, mc.kv_dim()),
-                             config.kv_block_size));
+  int64_t bytes_per_token = kv::KvBytesPerToken(mc.n_layers, mc.kv_dim());
+  int64_t paged_budget = config.kv_cache_bytes;
+  const bool streaming = config.duo != nullptr && config.duo->HasStreaming();
+  if (config.duo != nullptr) {
+    const DuoLayout& d = *config.duo;
+    if (d.n_layers() != mc.n_layers || d.n_kv_heads() != mc.n_kv_heads ||
+        d.head_dim() != mc.head_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the DuoAttention layout is for ", d.n_layers(), " layers x ", d.n_kv_heads(),
+          " KV heads of ", d.head_dim(), "; the model has ", mc.n_layers, " x ", mc.n_kv_heads,
+          " of ", mc.head_dim));
+    }
+    bytes_per_token = d.RetrievalBytesPerToken();
+    if (streaming) paged_budget -= config.max_num_seqs * d.StreamingBytesPerSequence();
+  }
+  int64_t num_blocks = 0;
+  if (bytes_per_token == 0) {
+    // Every head streams: blocks only count positions (they hold no bytes).
+    const int64_t per_seq = (config.max_context + config.kv_block_size - 1) / config.kv_block_size;
+    num_blocks = per_seq * config.max_num_seqs;
+  } else {
+    LOOM_ASSIGN_OR_RETURN(num_blocks, kv::NumBlocksForBudget(paged_budget, bytes_per_token,
+                                                             config.kv_block_size));
+  }
   num_blocks = std::min(num_blocks, kv::KvCacheConfig::kMaxNumBlocks);
   const sched::SchedulerConfig sc{
       .max_num_seqs = config.max_num_seqs,
@@ -115,11 +146,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
       // Submit() bounds the queue; preempted sequences go back to waiting on top of that.
       .max_waiting = std::max(config.max_waiting, 1) + config.max_num_seqs,
   };
+  // A prefix-cache hit would restore the paged (retrieval) heads only, so with streaming heads
+  // every prompt is computed in full (docs/duo_attention.md).
   LOOM_ASSIGN_OR_RETURN(e->sched_,
                         sched::Scheduler::Create(sc, {.block_size = config.kv_block_size,
-                                                      .num_blocks = num_blocks}));
-  e->kv_pool_ = std::make_unique<KvPool>(mc, config.kv_block_size, num_blocks);
+                                                      .num_blocks = num_blocks,
+                                                      .enable_prefix_caching = !streaming}));
+  e->kv_pool_ = std::make_unique<KvPool>(mc, config.kv_block_size, num_blocks, config.duo);
+  if (streaming) {
+    for (int i = 0; i < config.max_num_seqs; ++i) {
+      e->streaming_.push_back(std::make_unique<StreamingKv>(config.duo));
+      e->free_streaming_.push_back(config.max_num_seqs - 1 - i);
+    }
+  }
   e->max_seq_tokens_ = e->sched_->max_sequence_tokens();
+  {
+    std::lock_guard<std::mutex> lock(e->mu_);
+    e->stats_.kv_retrieval_capacity_bytes = e->kv_pool_->bytes();
+    e->stats_.kv_streaming_capacity_bytes =
+        e->streaming_.empty() ? 0 : config.max_num_seqs * e->streaming_[0]->bytes();
+  }
   e->loop_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;
 }
@@ -238,6 +284,13 @@ void Engine::Loop() {
   PublishStats(0, 0, false);
 }
 
+int32_t Engine::SampleToken(Sequence& s, std::span<const float> row) {
+  if (s.matcher == nullptr) return s.sampler->Sample(row, s.tokens);
+  masked_.assign(row.begin(), row.end());
+  s.matcher->MaskLogits(masked_);
+  return s.sampler->Sample(masked_, s.tokens);
+}
+
 void Engine::Finish(Sequence& s, const std::string& reason, const absl::Status& status) {
   if (reason == "length" || reason == "stop") s.text += s.decoder ? s.decoder->Flush() : "";
   StreamEvent ev;
@@ -267,9 +320,28 @@ void Engine::Finish(Sequence& s, const std::string& reason, const absl::Status& 
   }
 }
 
+StreamingKv* Engine::AcquireStreaming(Sequence& s) {
+  if (streaming_.empty()) return nullptr;
+  if (s.streaming_slot < 0) {
+    // The scheduler runs at most max_num_seqs sequences, one cache each; were none free, the
+    // backend would reject the entry (no StreamingKv) and the step's sequences end in error.
+    if (free_streaming_.empty()) return nullptr;
+    s.streaming_slot = free_streaming_.back();
+    free_streaming_.pop_back();
+  }
+  return streaming_[static_cast<size_t>(s.streaming_slot)].get();
+}
+
+void Engine::ReleaseStreaming(Sequence& s) {
+  if (s.streaming_slot < 0) return;
+  free_streaming_.push_back(s.streaming_slot);
+  s.streaming_slot = -1;
+}
+
 void Engine::End(uint64_t id, const std::string& reason, const absl::Status& status) {
   auto it = active_.find(id);
   if (it == active_.end()) return;
+  ReleaseStreaming(*it->second);
   const auto sid = static_cast<sched::SeqId>(id);
   // NotFound when the scheduler already released it (it reached max_tokens).
   if (reason == "cancelled") {
@@ -296,6 +368,13 @@ void Engine::PublishStats(int64_t prompt_tokens, int64_t generated, bool stepped
     stats_.prefix_cache_queries = pc.queries;
     stats_.prefix_cache_hits = pc.hits;
     stats_.preemptions = ss.num_preemptions;
+    stats_.kv_retrieval_bytes =
+        (kv.num_blocks() - kv.num_free_blocks()) * kv_pool_->bytes_per_block();
+    stats_.kv_retrieval_capacity_bytes = kv_pool_->bytes();
+    const int64_t per_seq = streaming_.empty() ? 0 : streaming_[0]->bytes();
+    stats_.kv_streaming_bytes =
+        static_cast<int64_t>(streaming_.size() - free_streaming_.size()) * per_seq;
+    stats_.kv_streaming_capacity_bytes = static_cast<int64_t>(streaming_.size()) * per_seq;
     if (stepped) ++stats_.steps;
   }
   cv_.notify_all();  // Drain() waits on this
@@ -330,6 +409,9 @@ bool Engine::StepOnce() {
       seq->n_prompt = static_cast<int>(seq->req.prompt.size());
       seq->tokens = seq->req.prompt;
       seq->sampler = std::make_unique<sampler::Sampler>(seq->req.sampling, seq->req.default_seed);
+      if (seq->req.grammar != nullptr) {
+        seq->matcher = std::make_unique<grammar::Matcher>(seq->req.grammar, grammar_index_);
+      }
       seq->decoder = std::make_unique<tokenizer::StreamDecoder>(*tokenizer_, false);
       ++sched_waiting_;
       active_.emplace(seq->id, std::move(seq));
@@ -365,6 +447,11 @@ bool Engine::StepOnce() {
     PublishStats(0, 0, false);
     return false;
   }
+  // Preempted sequences recompute from position 0: their streaming caches are free again.
+  for (sched::SeqId id : plan.preempted) {
+    auto it = active_.find(static_cast<uint64_t>(id));
+    if (it != active_.end()) ReleaseStreaming(*it->second);
+  }
   std::vector<PagedKvView> views;
   std::vector<SeqBatch> batch;
   std::vector<Sequence*> owners;
@@ -379,7 +466,8 @@ bool Engine::StepOnce() {
       s->cached_prompt = ps.start;  // the prefix cache's hit, when first admitted
       prompt_tokens += s->n_prompt;
     }
-    views.emplace_back(kv_pool_.get(), sched_->kv().BlockTable(ps.id), ps.start);
+    views.emplace_back(kv_pool_.get(), sched_->kv().BlockTable(ps.id), ps.start,
+                       AcquireStreaming(*s));
     batch.push_back({&views.back(), ps.tokens, false});
     owners.push_back(s);
   }
@@ -400,13 +488,18 @@ bool Engine::StepOnce() {
 
   // 5. Sample where the plan says so; stream the token; end on stop, EOG or length.
   std::vector<int32_t> sampled;
-  std::vector<std::pair<uint64_t, std::string>> ending_now;  // ended after OnStepDone()
+  struct Ending {
+    uint64_t id;
+    std::string reason;
+    absl::Status status;
+  };
+  std::vector<Ending> ending_now;  // ended after OnStepDone()
   int64_t generated = 0;
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
     if (!plan.seqs[i].samples) continue;  // mid-prompt chunk: nothing to sample yet
     Sequence& s = *owners[i];
     std::span<const float> row(logits_.data() + i * mc.vocab_size, mc.vocab_size);
-    const int32_t tok = s.sampler->Sample(row, s.tokens);
+    const int32_t tok = SampleToken(s, row);
     sampled.push_back(tok);
     StreamEvent ev;
     ev.token = tok;
@@ -419,23 +512,31 @@ bool Engine::StepOnce() {
     s.last_token = after;
     ++generated;
     std::string reason;
-    if (s.req.stop_at_eog && tokenizer_->IsEog(tok)) {
+    // The grammar allowed `tok`, so this fails only on a bug; the sequence then ends in error.
+    absl::Status grammar_status = s.matcher ? s.matcher->Accept(tok) : absl::OkStatus();
+    if (!grammar_status.ok()) {
+      reason = "error";
+    } else if (s.req.stop_at_eog && tokenizer_->IsEog(tok)) {
       reason = "stop";
     } else {
       s.tokens.push_back(tok);
       ++s.n_generated;
       s.text += s.decoder->Feed(tok);
       size_t release = s.text.size();
+      bool stop_string = false;
       if (!s.req.stop.empty()) {
         const size_t at = FindStop(s.text, s.req.stop, s.released);
         if (at != std::string::npos) {
           s.text.resize(at);
           release = at;
           reason = "stop";
+          stop_string = true;
         } else {
           release -= HeldBack(s.text, s.req.stop);
         }
       }
+      // Complete, and nothing but the end can follow: the grammar ends the request.
+      if (reason.empty() && s.matcher != nullptr && s.matcher->IsDone()) reason = "stop";
       if (reason.empty() && s.n_generated >= s.req.max_tokens) reason = "length";
       if (release > s.released && reason.empty()) {
         ev.text = s.text.substr(s.released, release - s.released);
@@ -447,19 +548,19 @@ bool Engine::StepOnce() {
       }
       // The final event carries this token's text and logprobs too.
       StreamEvent last = std::move(ev);
-      if (reason == "stop") s.decoder->Reset();
+      if (stop_string) s.decoder->Reset();  // bytes past the cut are not part of the text
       if (s.text.size() > s.released) {
         last.text += s.text.substr(s.released);
         s.released = s.text.size();
       }
       s.stream->Push(std::move(last));
     }
-    ending_now.emplace_back(s.id, reason);
+    ending_now.push_back({s.id, reason, std::move(grammar_status)});
   }
   // Ended only after OnStepDone(), so that the prompt computed in this step still enters the
   // prefix cache (a sequence ended in flight is released without its K/V counting as computed).
   absl::StatusOr<std::vector<sched::SeqId>> done = sched_->OnStepDone(plan, sampled);
-  for (const auto& [id, reason] : ending_now) End(id, reason, absl::OkStatus());
+  for (const Ending& e : ending_now) End(e.id, e.reason, e.status);
   if (!done.ok()) {
     for (const sched::ScheduledSeq& ps : plan.seqs) {
       End(static_cast<uint64_t>(ps.id), "error", done.status());

@@ -23,13 +23,16 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <thread>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "engine/grammar/grammar.h"
 #include "engine/model/backend.h"
+#include "engine/model/duo_layout.h"
 #include "engine/model/kv_pool.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
@@ -51,6 +54,10 @@ struct EngineConfig {
   int64_t kv_cache_bytes = 1ll << 30;    // KV memory (paged, shared by all sequences)
   int kv_block_size = 16;                // token positions per KV block, [1, 1024]
   int max_tokens_cap = 4096;             // upper bound on a request's max_tokens
+  // DuoAttention (engine/model/duo_layout.h, docs/duo_attention.md); null: plain attention. The
+  // paged blocks then hold the retrieval heads only; with streaming heads, kv_cache_bytes also
+  // pays for max_num_seqs fixed streaming caches, and prefix caching is off.
+  std::shared_ptr<const DuoLayout> duo;
   absl::Status Validate() const;
 };
 
@@ -63,6 +70,10 @@ struct Request {
   bool stop_at_eog = true;               // end at the model's end-of-generation tokens
   int top_logprobs = -1;                 // -1: no logprobs; 0..20: the chosen token's + top N
   std::optional<std::chrono::steady_clock::time_point> deadline;  // per-request timeout
+  // Structured output (engine/grammar): tokens are sampled only where they keep the text a prefix
+  // of the grammar, end-of-generation only once it is complete; the request finishes with "stop"
+  // as soon as nothing else can follow. Logprobs still come from the unmasked logits.
+  std::shared_ptr<const grammar::Grammar> grammar;
 };
 
 struct Usage {
@@ -120,6 +131,13 @@ struct EngineStats {
   int64_t prefix_cache_hits = 0;         // prompt tokens found cached
   int64_t preemptions = 0;               // sequences sent back to be recomputed (KV ran out)
   int64_t steps = 0;
+  // KV bytes (fp16 K and V) held for live sequences: paged blocks they reference (every head
+  // without DuoAttention, the retrieval heads with it) and their streaming heads' fixed caches.
+  int64_t kv_retrieval_bytes = 0;
+  int64_t kv_streaming_bytes = 0;
+  // The same at capacity: the whole block pool, and max_num_seqs streaming caches.
+  int64_t kv_retrieval_capacity_bytes = 0;
+  int64_t kv_streaming_capacity_bytes = 0;
 };
 
 // Per-request timings the engine reports when a request ends (for latency metrics).
@@ -162,6 +180,8 @@ class Engine {
   Engine(const EngineConfig& config, std::unique_ptr<Model> model);
   void Loop();
   bool StepOnce();  // one scheduling step; false when there was nothing to do
+  // The sequence's next token from its logits row (masked by its grammar, if any).
+  int32_t SampleToken(Sequence& s, std::span<const float> row);
   // Sends the final event and reports the sequence's timings (the caller ends it in the
   // scheduler, which frees its KV blocks).
   void Finish(Sequence& s, const std::string& reason, const absl::Status& status);
@@ -169,11 +189,16 @@ class Engine {
   void End(uint64_t id, const std::string& reason, const absl::Status& status);
   // Publishes the scheduler's and the KV cache's state in stats_.
   void PublishStats(int64_t prompt_tokens, int64_t generated, bool stepped);
+  // DuoAttention: a free streaming cache for the sequence (a running one always finds one), and
+  // back to the free list when it ends or is preempted.
+  StreamingKv* AcquireStreaming(Sequence& s);
+  void ReleaseStreaming(Sequence& s);
 
   const EngineConfig config_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<tokenizer::Tokenizer> tokenizer_;
   std::unique_ptr<Backend> backend_;
+  std::shared_ptr<const grammar::TokenIndex> grammar_index_;  // the vocabulary's byte trie
   std::function<void(const RequestTimings&)> on_finished_;
 
   mutable std::mutex mu_;
@@ -191,8 +216,11 @@ class Engine {
   // Owned by the loop thread only.
   std::unique_ptr<sched::Scheduler> sched_;
   std::unique_ptr<KvPool> kv_pool_;
+  std::vector<std::unique_ptr<StreamingKv>> streaming_;  // max_num_seqs, with streaming heads
+  std::vector<int> free_streaming_;
   std::map<uint64_t, std::unique_ptr<Sequence>> active_;  // handed to the scheduler, by id
   std::vector<float> logits_;
+  std::vector<float> masked_;  // a grammar-masked copy of one logits row
   std::thread loop_;
 };
 

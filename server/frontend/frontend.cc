@@ -9,6 +9,7 @@
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "engine/grammar/json_schema.h"
 
 namespace loom::server::frontend {
 namespace {
@@ -150,6 +151,35 @@ absl::Status Frontend::CheckTokenIds(std::span<const int32_t> tokens,
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::shared_ptr<const grammar::Grammar>> Frontend::CompileConstraint(
+    const OutputConstraint& c) {
+  using Kind = OutputConstraint::Kind;
+  if (c.kind == Kind::kNone) return std::shared_ptr<const grammar::Grammar>();
+  const std::string key = absl::StrCat(static_cast<int>(c.kind), ":", c.text);
+  {
+    std::lock_guard<std::mutex> lock(grammar_mu_);
+    if (auto it = grammars_.find(key); it != grammars_.end()) return it->second;
+  }
+  std::string gbnf;
+  if (c.kind == Kind::kJsonObject) {
+    gbnf = grammar::AnyJsonObjectGbnf();
+  } else if (c.kind == Kind::kJsonSchema) {
+    absl::StatusOr<std::string> converted = grammar::JsonSchemaToGbnf(c.text);
+    if (!converted.ok()) {
+      return Invalid(absl::StrCat(c.param, ": ", converted.status().message()), c.param);
+    }
+    gbnf = std::move(*converted);
+  } else {
+    gbnf = c.text;
+  }
+  absl::StatusOr<std::shared_ptr<const grammar::Grammar>> g = grammar::Grammar::Parse(gbnf);
+  if (!g.ok()) return Invalid(absl::StrCat(c.param, ": ", g.status().message()), c.param);
+  std::lock_guard<std::mutex> lock(grammar_mu_);
+  if (grammars_.size() >= 256) grammars_.clear();
+  grammars_[key] = *g;
+  return *g;
+}
+
 absl::StatusOr<Submission> Frontend::Submit(
     const std::vector<std::vector<int32_t>>& prompts, const GenerationParams& params,
     std::string_view prompt_param, std::optional<std::chrono::steady_clock::time_point> deadline) {
@@ -166,6 +196,9 @@ absl::StatusOr<Submission> Frontend::Submit(
   if (params.max_tokens && *params.max_tokens < 1) {
     return Invalid("max_tokens must be at least 1", "max_tokens");
   }
+  absl::StatusOr<std::shared_ptr<const grammar::Grammar>> grammar =
+      CompileConstraint(params.constraint);
+  if (!grammar.ok()) return grammar.status();
   std::vector<int> max_tokens;
   Submission sub;
   for (const std::vector<int32_t>& p : prompts) {
@@ -222,6 +255,7 @@ absl::StatusOr<Submission> Frontend::Submit(
       er.stop_at_eog = !params.ignore_eos;
       er.top_logprobs = params.logprobs;
       er.deadline = deadline;
+      er.grammar = *grammar;
       absl::StatusOr<std::shared_ptr<engine::RequestStream>> stream = eng->Submit(std::move(er));
       if (!stream.ok()) {
         const absl::Status& s = stream.status();

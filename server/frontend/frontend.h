@@ -19,15 +19,19 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/chat_template/chat_template.h"
+#include "engine/grammar/grammar.h"
 #include "engine/sampler/sampler.h"
 #include "engine/serving/engine.h"
 
@@ -44,6 +48,15 @@ inline constexpr int kMaxChoices = 32;      // n
 inline constexpr int kMaxTopLogprobs = 20;  // top_logprobs / logprobs
 inline constexpr int kMaxStopStrings = 16;
 
+// Structured output: what the generated text must match. The Frontend compiles it to a grammar
+// (engine/grammar) that masks the logits at every step.
+struct OutputConstraint {
+  enum class Kind { kNone, kJsonObject, kJsonSchema, kGrammar };
+  Kind kind = Kind::kNone;
+  std::string text;   // kJsonSchema: the schema as JSON text; kGrammar: GBNF (root rule `root`)
+  std::string param;  // the request field it came from, named in errors
+};
+
 // The generation settings every API shares (OpenAI's names and defaults).
 struct GenerationParams {
   std::string model;                  // empty: not given
@@ -55,6 +68,7 @@ struct GenerationParams {
   bool include_usage = false;  // stream_options.include_usage
   int logprobs = -1;           // -1: none; else the number of alternatives per token
   bool ignore_eos = false;     // vLLM's extension
+  OutputConstraint constraint;
 };
 
 struct FrontendOptions {
@@ -115,6 +129,11 @@ class Frontend {
   // InvalidArgument naming `param` when a token id is outside the vocabulary.
   absl::Status CheckTokenIds(std::span<const int32_t> tokens, std::string_view param) const;
 
+  // The constraint compiled (cached by its text: the same schema is compiled once).
+  // InvalidArgument naming constraint.param for a schema or grammar that does not compile.
+  absl::StatusOr<std::shared_ptr<const grammar::Grammar>> CompileConstraint(
+      const OutputConstraint& constraint);
+
   // Checks every prompt against the limits (max_prompt_tokens, the context, max_tokens cap),
   // takes a concurrency slot (ResourceExhausted beyond the limit) and submits params.n engine
   // requests per prompt. `prompt_param` names the field errors point at. `deadline`, when set,
@@ -134,6 +153,11 @@ class Frontend {
   std::optional<chat::ChatTemplate> chat_template_;
   std::vector<std::string> model_names_;
   int64_t created_ = 0;
+
+  std::mutex grammar_mu_;
+  // Compiled constraints by kind + text; cleared when it grows past a bound.
+  absl::flat_hash_map<std::string, std::shared_ptr<const grammar::Grammar>> grammars_
+      ABSL_GUARDED_BY(grammar_mu_);
 };
 
 }  // namespace loom::server::frontend

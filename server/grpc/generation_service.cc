@@ -85,11 +85,17 @@ absl::Status ConvertParams(const loom::v1::GenerationParams& in, frontend::Gener
   }
   out->ignore_eos = in.ignore_eos();
   out->stream = true;
+  using Kind = frontend::OutputConstraint::Kind;
   switch (in.constraint_case()) {
     case loom::v1::GenerationParams::kJsonSchema:
+      out->constraint = {Kind::kJsonSchema, in.json_schema(), "params.json_schema"};
+      break;
     case loom::v1::GenerationParams::kJsonObject:
+      if (in.json_object()) out->constraint = {Kind::kJsonObject, "", "params.json_object"};
+      break;
     case loom::v1::GenerationParams::kGrammar:
-      return Invalid("structured output is not available yet", "params.constraint");
+      out->constraint = {Kind::kGrammar, in.grammar(), "params.grammar"};
+      break;
     default:
       break;
   }

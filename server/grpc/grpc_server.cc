@@ -9,11 +9,12 @@
 #include "grpcpp/support/server_interceptor.h"
 #include "server/grpc/generation_service.h"
 #include "server/grpc/kserve_service.h"
+#include "server/grpc/pipelines_service.h"
 
 namespace loom::server::grpc_api {
 namespace {
 
-constexpr const char* kServiceNames[] = {"", "loom.v1.Generation",
+constexpr const char* kServiceNames[] = {"", "loom.v1.Generation", "loom.v1.Pipelines",
                                          "inference.GRPCInferenceService"};
 
 // Reports every finished RPC (method, status code) to the options' callback.
@@ -50,10 +51,12 @@ class DoneInterceptorFactory final : public grpc::experimental::ServerIntercepto
 }  // namespace
 
 struct GrpcServer::Services {
-  Services(frontend::Frontend* fe, std::function<void(std::string_view, int)> done)
-      : generation(fe), kserve(fe), on_rpc_done(std::move(done)) {}
+  Services(frontend::Frontend* fe, pipelines::MapReduceApi* mr,
+           std::function<void(std::string_view, int)> done)
+      : generation(fe), kserve(fe), pipelines(mr), on_rpc_done(std::move(done)) {}
   GenerationService generation;
   KServeService kserve;
+  PipelinesService pipelines;
   std::function<void(std::string_view, int)> on_rpc_done;
 };
 
@@ -68,10 +71,11 @@ absl::Status GrpcServerOptions::Validate() const {
 }
 
 absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOptions& options,
-                                                              frontend::Frontend* fe) {
+                                                              frontend::Frontend* fe,
+                                                              pipelines::MapReduceApi* mr) {
   if (absl::Status s = options.Validate(); !s.ok()) return s;
   std::unique_ptr<GrpcServer> server(new GrpcServer);
-  server->services_ = std::make_unique<Services>(fe, options.on_rpc_done);
+  server->services_ = std::make_unique<Services>(fe, mr, options.on_rpc_done);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -86,6 +90,7 @@ absl::StatusOr<std::unique_ptr<GrpcServer>> GrpcServer::Start(const GrpcServerOp
   builder.SetResourceQuota(quota);
   builder.RegisterService(&server->services_->generation);
   builder.RegisterService(&server->services_->kserve);
+  if (mr != nullptr) builder.RegisterService(&server->services_->pipelines);
   if (server->services_->on_rpc_done) {
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> f;
     f.push_back(std::make_unique<DoneInterceptorFactory>(&server->services_->on_rpc_done));

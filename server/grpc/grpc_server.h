@@ -1,5 +1,5 @@
-// The gRPC front end: Loom's own API (loom.v1.Generation, proto/loom/v1/generation.proto), the
-// KServe v2 / Triton inference protocol (inference.GRPCInferenceService), the standard health
+// The gRPC front end: Loom's own API (loom.v1.Generation and loom.v1.Pipelines, proto/loom/v1/),
+// the KServe v2 / Triton inference protocol (inference.GRPCInferenceService), the standard health
 // service (grpc.health.v1.Health: NOT_SERVING while the model loads and while draining) and
 // server reflection, all on one port over the same Frontend (API key, limits) and engine queue
 // as the HTTP API.
@@ -22,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "server/frontend/frontend.h"
+#include "server/pipelines/mapreduce_api.h"
 
 namespace grpc {
 class Server;
@@ -41,14 +42,16 @@ struct GrpcServerOptions {
 
 class GrpcServer {
  public:
-  // Binds and starts serving (health NOT_SERVING until SetServing(true)). `frontend` must
-  // outlive the server.
-  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(const GrpcServerOptions& options,
-                                                           frontend::Frontend* frontend);
+  // Binds and starts serving (health NOT_SERVING until SetServing(true)). `frontend` and
+  // `mapreduce` (loom.v1.Pipelines; may be null: not served) must outlive the server.
+  static absl::StatusOr<std::unique_ptr<GrpcServer>> Start(
+      const GrpcServerOptions& options, frontend::Frontend* frontend,
+      pipelines::MapReduceApi* mapreduce = nullptr);
   ~GrpcServer();  // Shutdown() with no grace period if not yet called
 
   int port() const { return port_; }
-  // Sets every health service name ("", loom.v1.Generation, inference.GRPCInferenceService).
+  // Sets every health service name ("", loom.v1.Generation, loom.v1.Pipelines,
+  // inference.GRPCInferenceService).
   void SetServing(bool serving);
   // Stops accepting calls and waits up to `grace` for running ones, then cancels them.
   void Shutdown(std::chrono::milliseconds grace);

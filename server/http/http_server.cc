@@ -309,6 +309,9 @@ class HttplibServer : public HttpServer {
     request.remote_addr = req.remote_addr;
     request.remote_port = req.remote_port;
     request.headers.assign(req.headers.begin(), req.headers.end());
+    for (const auto& [name, file] : req.files) {
+      request.form.push_back({file.name, file.filename, file.content_type, file.content});
+    }
     auto probe = std::make_shared<DisconnectProbe>(req);
     request.client_disconnected = [probe] { return probe->Disconnected(); };
 

@@ -27,16 +27,32 @@
 
 namespace loom::server::http {
 
+// One part of a multipart/form-data body (an uploaded file or a form field).
+struct FormPart {
+  std::string name;
+  std::string filename;  // empty for plain fields
+  std::string content_type;
+  std::string content;
+};
+
 struct HttpRequest {
   std::string method;  // "GET", "POST", ...
   std::string path;    // without the query string
   std::string body;
+  std::vector<FormPart> form;  // the parts of a multipart/form-data body, in order
   std::vector<std::pair<std::string, std::string>> headers;  // names as sent
   std::string remote_addr;
   int remote_port = -1;
 
   // The first value of header `name` (case-insensitive); empty when absent.
   std::string Header(std::string_view name) const;
+  // The first form part called `name`; nullptr when absent.
+  const FormPart* Part(std::string_view name) const {
+    for (const FormPart& p : form) {
+      if (p.name == name) return &p;
+    }
+    return nullptr;
+  }
 
   // True once the client has closed its end of the connection (the request can be abandoned).
   // Cheap enough to poll every few milliseconds. Always false when the implementation cannot tell.

@@ -149,6 +149,69 @@ MaybeError GetTokenList(const json& v, const std::string& name, std::vector<int3
   return std::nullopt;
 }
 
+// Structured output: response_format (OpenAI), grammar (Loom), guided_json / guided_grammar (vLLM).
+// At most one of them.
+MaybeError ParseConstraint(const json& obj, frontend::OutputConstraint* c) {
+  using Kind = frontend::OutputConstraint::Kind;
+  auto set = [&](Kind kind, std::string text, const char* param) -> MaybeError {
+    if (c->kind != Kind::kNone) {
+      return InvalidRequest(absl::StrCat("'", param, "' cannot be combined with '", c->param,
+                                         "': give one output constraint"),
+                            param);
+    }
+    *c = {kind, std::move(text), param};
+    return std::nullopt;
+  };
+  if (const json* rf = Field(obj, "response_format")) {
+    if (!rf->is_object()) return TypeError("response_format", "an object");
+    const json* type = Field(*rf, "type");
+    if (type == nullptr || !type->is_string()) {
+      return InvalidRequest("'response_format' needs a string 'type'", "response_format");
+    }
+    const std::string t = type->get<std::string>();
+    if (t == "json_object") {
+      LOOM_API_TRY(set(Kind::kJsonObject, "", "response_format"));
+    } else if (t == "json_schema") {
+      const json* js = Field(*rf, "json_schema");
+      if (js == nullptr || !js->is_object()) {
+        return InvalidRequest(
+            "'response_format' of type 'json_schema' needs a 'json_schema' object",
+            "response_format");
+      }
+      const json* schema = Field(*js, "schema");
+      if (schema == nullptr) {
+        // OpenAI: a missing schema means any JSON object.
+        LOOM_API_TRY(set(Kind::kJsonObject, "", "response_format"));
+      } else if (!schema->is_object() && !schema->is_boolean()) {
+        return TypeError("response_format.json_schema.schema", "a JSON Schema object");
+      } else {
+        LOOM_API_TRY(set(Kind::kJsonSchema, schema->dump(), "response_format"));
+      }
+    } else if (t != "text") {
+      return InvalidRequest(
+          absl::StrCat("response_format type '", t,
+                       "' is not supported; use text, json_object or json_schema"),
+          "response_format");
+    }
+  }
+  for (const char* name : {"grammar", "guided_grammar"}) {
+    if (const json* g = Field(obj, name)) {
+      if (!g->is_string()) return TypeError(name, "a string (a GBNF grammar)");
+      LOOM_API_TRY(set(Kind::kGrammar, g->get<std::string>(), name));
+    }
+  }
+  if (const json* g = Field(obj, "guided_json")) {
+    if (g->is_string()) {
+      LOOM_API_TRY(set(Kind::kJsonSchema, g->get<std::string>(), "guided_json"));
+    } else if (g->is_object()) {
+      LOOM_API_TRY(set(Kind::kJsonSchema, g->dump(), "guided_json"));
+    } else {
+      return TypeError("guided_json", "a JSON Schema");
+    }
+  }
+  return std::nullopt;
+}
+
 // The sampling and output fields shared by chat and completions. `chat` selects the logprobs
 // shape: chat has logprobs (bool) + top_logprobs (int), completions logprobs (int).
 MaybeError ParseGenerationParams(const json& obj, bool chat, GenerationParams* p) {
@@ -215,7 +278,7 @@ MaybeError ParseGenerationParams(const json& obj, bool chat, GenerationParams* p
     if (logprobs) p->logprobs = static_cast<int>(*logprobs);
   }
   if (p->logprobs >= 0) s.top_logprobs = p->logprobs;
-  return std::nullopt;
+  return ParseConstraint(obj, &p->constraint);
 }
 
 // Chat content: a string, or a list of {"type":"text","text":...} parts (joined with "\n", as
@@ -268,14 +331,101 @@ MaybeError ParseMessages(const json& obj, std::vector<chat::ChatMessage>* out) {
     }
     std::string r = role->get<std::string>();
     if (r == "developer") r = "system";  // OpenAI's newer name for the system role
-    if (r != "system" && r != "user" && r != "assistant") {
+    if (r != "system" && r != "user" && r != "assistant" && r != "tool") {
       return InvalidRequest(
-          absl::StrCat("unsupported role '", r, "'; use system, user or assistant"),
+          absl::StrCat("unsupported role '", r, "'; use system, user, assistant or tool"),
           "messages.role");
     }
     chat::ChatMessage msg{r, ""};
     LOOM_API_TRY(ParseContent(Field(m, "content"), r, &msg.content));
+    if (r == "tool") {
+      LOOM_API_TRY(GetString(m, "tool_call_id", &msg.tool_call_id));
+      if (msg.tool_call_id.empty()) {
+        return InvalidRequest("a 'tool' message needs 'tool_call_id'", "messages.tool_call_id");
+      }
+    }
+    if (const json* calls = Field(m, "tool_calls"); calls != nullptr && r == "assistant") {
+      if (!calls->is_array()) return TypeError("messages.tool_calls", "an array");
+      for (const json& c : *calls) {
+        const json* fn = c.is_object() ? Field(c, "function") : nullptr;
+        const json* name = fn != nullptr && fn->is_object() ? Field(*fn, "name") : nullptr;
+        if (name == nullptr || !name->is_string()) {
+          return InvalidRequest("each tool call needs 'function.name'", "messages.tool_calls");
+        }
+        chat::ChatToolCall call;
+        call.name = name->get<std::string>();
+        if (const json* id = Field(c, "id"); id != nullptr && id->is_string()) {
+          call.id = id->get<std::string>();
+        }
+        const json* args = Field(*fn, "arguments");
+        call.arguments = args == nullptr     ? std::string("{}")
+                         : args->is_string() ? args->get<std::string>()
+                                             : args->dump();
+        msg.tool_calls.push_back(std::move(call));
+      }
+    }
     out->push_back(std::move(msg));
+  }
+  return std::nullopt;
+}
+
+// tools, tool_choice, parallel_tool_calls.
+MaybeError ParseTools(const json& obj, frontend::ToolSpec* spec) {
+  if (const json* tools = Field(obj, "tools")) {
+    if (!tools->is_array()) return TypeError("tools", "an array of tools");
+    for (const json& t : *tools) {
+      const json* type = t.is_object() ? Field(t, "type") : nullptr;
+      if (type == nullptr || *type != "function") {
+        return InvalidRequest("each tool must be {\"type\": \"function\", \"function\": {...}}",
+                              "tools");
+      }
+      const json* fn = Field(t, "function");
+      if (fn == nullptr || !fn->is_object()) {
+        return InvalidRequest("each tool needs a 'function' object", "tools");
+      }
+      frontend::ToolFunction f;
+      LOOM_API_TRY(GetString(*fn, "name", &f.name));
+      LOOM_API_TRY(GetString(*fn, "description", &f.description));
+      if (const json* params = Field(*fn, "parameters")) {
+        if (!params->is_object()) return TypeError("tools.function.parameters", "a JSON Schema");
+        f.parameters_json = params->dump();
+      }
+      spec->functions.push_back(std::move(f));
+    }
+  }
+  using Choice = frontend::ToolSpec::Choice;
+  if (const json* choice = Field(obj, "tool_choice")) {
+    if (choice->is_string()) {
+      const std::string c = choice->get<std::string>();
+      if (c == "auto") {
+        spec->choice = Choice::kAuto;
+      } else if (c == "none") {
+        spec->choice = Choice::kNone;
+      } else if (c == "required") {
+        spec->choice = Choice::kRequired;
+      } else {
+        return InvalidRequest(
+            absl::StrCat("tool_choice '", c, "' is not one of auto, none, required"),
+            "tool_choice");
+      }
+    } else if (choice->is_object()) {
+      const json* fn = Field(*choice, "function");
+      const json* name = fn != nullptr && fn->is_object() ? Field(*fn, "name") : nullptr;
+      if (name == nullptr || !name->is_string()) {
+        return InvalidRequest(
+            "tool_choice needs {\"type\": \"function\", \"function\": "
+            "{\"name\": ...}}",
+            "tool_choice");
+      }
+      spec->choice = Choice::kFunction;
+      spec->function = name->get<std::string>();
+    } else {
+      return TypeError("tool_choice", "a string or an object");
+    }
+  }
+  LOOM_API_TRY(GetBool(obj, "parallel_tool_calls", &spec->parallel_tool_calls));
+  if (absl::Status st = spec->Validate(); !st.ok()) {
+    return InvalidRequest(std::string(st.message()), frontend::StatusParam(st));
   }
   return std::nullopt;
 }
@@ -287,7 +437,15 @@ std::optional<ApiError> ParseChatCompletionRequest(std::string_view body,
   json obj;
   LOOM_API_TRY(ParseObject(body, &obj));
   LOOM_API_TRY(ParseMessages(obj, &out->messages));
-  return ParseGenerationParams(obj, /*chat=*/true, &out->params);
+  LOOM_API_TRY(ParseTools(obj, &out->tools));
+  LOOM_API_TRY(ParseGenerationParams(obj, /*chat=*/true, &out->params));
+  if (out->tools.active() &&
+      out->params.constraint.kind != frontend::OutputConstraint::Kind::kNone) {
+    return InvalidRequest(
+        absl::StrCat("'tools' cannot be combined with '", out->params.constraint.param, "'"),
+        "tools");
+  }
+  return std::nullopt;
 }
 
 std::optional<ApiError> ParseCompletionRequest(std::string_view body, CompletionRequest* out) {

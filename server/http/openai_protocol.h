@@ -20,6 +20,7 @@
 #include "engine/chat_template/chat_template.h"
 #include "engine/sampler/sampler.h"
 #include "server/frontend/frontend.h"
+#include "server/frontend/tools.h"
 
 namespace loom::server::http {
 
@@ -46,7 +47,9 @@ using GenerationParams = frontend::GenerationParams;
 
 struct ChatCompletionRequest {
   GenerationParams params;
-  std::vector<chat::ChatMessage> messages;  // roles system/user/assistant; text content only
+  // Roles system/user/assistant/tool; text content only; assistant tool_calls kept.
+  std::vector<chat::ChatMessage> messages;
+  frontend::ToolSpec tools;  // tools, tool_choice, parallel_tool_calls
 };
 
 // One completion prompt: text, or token ids.

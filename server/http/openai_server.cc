@@ -213,7 +213,34 @@ struct OpenAiServer::Job {
     return j;
   }
 
+  // The message of a finished tool-calling choice: tool_calls (finish_reason "tool_calls") or
+  // the text answer; an answer cut short by max_tokens stays raw text ("length").
+  json ToolMessage(const Choice& c, std::string* finish_reason) const {
+    json msg = {{"role", "assistant"}};
+    absl::StatusOr<frontend::ToolOutput> out = frontend::ParseToolOutput(c.text);
+    *finish_reason = c.finish_reason;
+    if (!out.ok()) {
+      msg["content"] = c.text;
+      return msg;
+    }
+    if (out->calls.empty()) {
+      msg["content"] = out->content;
+      return msg;
+    }
+    msg["content"] = nullptr;
+    json calls = json::array();
+    for (const frontend::ToolCall& call : out->calls) {
+      calls.push_back({{"id", call.id},
+                       {"type", "function"},
+                       {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
+    }
+    msg["tool_calls"] = std::move(calls);
+    *finish_reason = "tool_calls";
+    return msg;
+  }
+
   bool chat = false;
+  bool tools = false;  // a tool-calling chat: answers are parsed, not streamed token by token
   GenerationParams params;
   std::string id;
   int64_t created = 0;
@@ -310,11 +337,21 @@ void OpenAiServer::HandleChat(const HttpRequest& req, HttpResponse* res) {
   if (absl::Status st = fe_->CheckModel(r.params.model); !st.ok()) {
     return SetError(FromStatus(st), res);
   }
+  const bool tools = r.tools.active();
+  if (tools) {
+    // Generic tool calling: the tools go into the system message and the answer is generated
+    // under the tool-call schema (server/frontend/tools.h).
+    if (absl::Status st = frontend::PrepareToolMessages(r.tools, &r.messages); !st.ok()) {
+      return SetError(FromStatus(st), res);
+    }
+    r.params.constraint = {frontend::OutputConstraint::Kind::kJsonSchema,
+                           frontend::ToolOutputSchema(r.tools), "tools"};
+  }
   absl::StatusOr<std::vector<int32_t>> prompt = fe_->ChatPrompt(r.messages);
   if (!prompt.ok()) return SetError(FromStatus(prompt.status()), res);
   std::vector<std::vector<int32_t>> prompts;
   prompts.push_back(std::move(*prompt));
-  Generate(req, res, /*chat=*/true, r.params, std::move(prompts));
+  Generate(req, res, /*chat=*/true, r.params, std::move(prompts), tools);
 }
 
 void OpenAiServer::HandleCompletions(const HttpRequest& req, HttpResponse* res) {
@@ -336,17 +373,18 @@ void OpenAiServer::HandleCompletions(const HttpRequest& req, HttpResponse* res) 
       prompts.push_back(tok.Encode(p.text, /*add_special=*/true, /*parse_special=*/true));
     }
   }
-  Generate(req, res, /*chat=*/false, r.params, std::move(prompts));
+  Generate(req, res, /*chat=*/false, r.params, std::move(prompts), /*tools=*/false);
 }
 
 void OpenAiServer::Generate(const HttpRequest& req, HttpResponse* res, bool chat,
                             const GenerationParams& params,
-                            std::vector<std::vector<int32_t>> prompts) {
+                            std::vector<std::vector<int32_t>> prompts, bool tools) {
   absl::StatusOr<frontend::Submission> sub =
       fe_->Submit(prompts, params, chat ? "messages" : "prompt");
   if (!sub.ok()) return SetError(FromStatus(sub.status()), res);
   auto job = std::make_shared<Job>();
   job->chat = chat;
+  job->tools = tools;
   job->params = params;
   job->id = NewId(chat ? "chatcmpl-" : "cmpl-");
   job->created = UnixNow();
@@ -391,7 +429,11 @@ void OpenAiServer::Collect(const HttpRequest& req, Job& job, HttpResponse* res) 
   json choices = json::array();
   for (const Job::Choice& c : job.choices) {
     json choice = {{"index", c.index}};
-    if (job.chat) {
+    std::string finish = c.finish_reason;
+    if (job.tools) {
+      choice["message"] = job.ToolMessage(c, &finish);
+      choice["logprobs"] = nullptr;
+    } else if (job.chat) {
       choice["message"] = {{"role", "assistant"}, {"content", c.text}};
       choice["logprobs"] =
           job.params.logprobs >= 0 ? json{{"content", c.chat_logprobs}} : json(nullptr);
@@ -403,7 +445,7 @@ void OpenAiServer::Collect(const HttpRequest& req, Job& job, HttpResponse* res) 
                                                            {"text_offset", c.text_offset}}
                                                     : json(nullptr);
     }
-    choice["finish_reason"] = c.finish_reason;
+    choice["finish_reason"] = finish;
     choices.push_back(std::move(choice));
   }
   json body = {{"id", job.id},
@@ -454,7 +496,7 @@ void OpenAiServer::Stream(Job& job, StreamWriter& w) {
     if (!job.Next(&which, &ev, kPoll)) continue;
     Job::Choice& c = job.choices[which];
     json lp = job.Absorb(c, ev);
-    if (!ev.text.empty() || !lp.is_null()) {
+    if (!job.tools && (!ev.text.empty() || !lp.is_null())) {
       json payload = job.chat ? json{{"content", ev.text}} : json(ev.text);
       if (!send(choice_chunk(c.index, std::move(payload), std::move(lp), nullptr))) {
         return gone();
@@ -469,8 +511,23 @@ void OpenAiServer::Stream(Job& job, StreamWriter& w) {
       job.CancelAll();
       return;
     }
+    std::string finish = c.finish_reason;
+    if (job.tools) {
+      // The whole answer as one delta: tool_calls with index, id, name and all the arguments
+      // (the OpenAI SDK accumulates deltas, so one complete delta is valid), or the content.
+      json msg = job.ToolMessage(c, &finish);
+      json delta = json::object();
+      if (msg.contains("tool_calls")) {
+        json calls = msg["tool_calls"];
+        for (size_t k = 0; k < calls.size(); ++k) calls[k]["index"] = k;
+        delta["tool_calls"] = std::move(calls);
+      } else {
+        delta["content"] = msg["content"];
+      }
+      if (!send(choice_chunk(c.index, std::move(delta), nullptr, nullptr))) return gone();
+    }
     json payload = job.chat ? json::object() : json("");
-    if (!send(choice_chunk(c.index, std::move(payload), nullptr, c.finish_reason))) {
+    if (!send(choice_chunk(c.index, std::move(payload), nullptr, finish))) {
       return gone();
     }
   }

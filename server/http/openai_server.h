@@ -60,8 +60,10 @@ class OpenAiServer {
   // Auth and lifecycle checks shared by API routes; false after filling an error response.
   bool Admit(const HttpRequest& req, HttpResponse* res);
   // Submits every choice and answers (whole or as a stream).
+  // `tools`: a tool-calling chat (the answers are parsed into tool_calls).
   void Generate(const HttpRequest& req, HttpResponse* res, bool chat,
-                const GenerationParams& params, std::vector<std::vector<int32_t>> prompts);
+                const GenerationParams& params, std::vector<std::vector<int32_t>> prompts,
+                bool tools);
   void Collect(const HttpRequest& req, Job& job, HttpResponse* res);
   void Stream(Job& job, StreamWriter& w);
 

@@ -37,6 +37,14 @@ ServerMetrics::ServerMetrics(const std::string& model_name)
                   .Help("Number of requests waiting to be processed.").Register(r).Add(labels);
   kv_usage_ = &BuildGauge().Name("loom_kv_cache_usage_perc")
                    .Help("KV-cache usage. 1 means 100 percent usage.").Register(r).Add(labels);
+  kv_retrieval_bytes_ = &BuildGauge().Name("loom_kv_cache_retrieval_bytes")
+                             .Help("KV-cache bytes of live sequences in paged blocks (every head, "
+                                   "or DuoAttention's retrieval heads).")
+                             .Register(r).Add(labels);
+  kv_streaming_bytes_ = &BuildGauge().Name("loom_kv_cache_streaming_bytes")
+                             .Help("KV-cache bytes of live sequences' DuoAttention streaming heads "
+                                   "(fixed sink + recent caches).")
+                             .Register(r).Add(labels);
   prompt_tokens_ = &BuildCounter().Name("loom_prompt_tokens_total")
                         .Help("Number of prefill tokens processed.").Register(r).Add(labels);
   generation_tokens_ = &BuildCounter().Name("loom_generation_tokens_total")
@@ -108,6 +116,8 @@ std::string ServerMetrics::Render(const engine::EngineStats& s) {
   running_->Set(s.num_running);
   waiting_->Set(s.num_waiting);
   kv_usage_->Set(s.kv_cache_usage);
+  kv_retrieval_bytes_->Set(static_cast<double>(s.kv_retrieval_bytes));
+  kv_streaming_bytes_->Set(static_cast<double>(s.kv_streaming_bytes));
   // Engine totals only grow; add what is new since the last scrape.
   prompt_tokens_->Increment(static_cast<double>(s.prompt_tokens_total - last_.prompt_tokens_total));
   generation_tokens_->Increment(

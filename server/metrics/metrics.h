@@ -43,6 +43,8 @@ class ServerMetrics {
   prometheus::Gauge* running_;
   prometheus::Gauge* waiting_;
   prometheus::Gauge* kv_usage_;
+  prometheus::Gauge* kv_retrieval_bytes_;
+  prometheus::Gauge* kv_streaming_bytes_;
   prometheus::Counter* prompt_tokens_;
   prometheus::Counter* generation_tokens_;
   prometheus::Counter* prefix_queries_;

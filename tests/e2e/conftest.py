@@ -80,3 +80,18 @@ def keyed_server():
 def loom_pb(tmp_path_factory):
     """Python stubs for proto/loom/v1, generated with grpcio-tools for this session."""
     return load_stubs(str(tmp_path_factory.mktemp("loom_pb")))
+
+
+@pytest.fixture(scope="session")
+def loom_pipelines_pb(loom_pb):
+    from loom_grpc import load_pipeline_stubs
+    return load_pipeline_stubs()
+
+
+@pytest.fixture(scope="session")
+def mr_server():
+    """An instance with room for the MapReduce pipeline's prompts and a small document limit."""
+    s = LoomServer("--max-model-len", "2048", "--mapreduce-max-document-bytes", "100000",
+                   "--max-batched-tokens", "512")
+    yield s
+    assert s.stop() == 0, "".join(s.log)

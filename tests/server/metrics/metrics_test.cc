@@ -72,5 +72,17 @@ TEST(MetricsTest, PromtoolAcceptsTheOutput) {
   EXPECT_EQ(pclose(p), 0) << msg;
 }
 
+TEST(MetricsTest, KvRetrievalAndStreamingBytesGauges) {
+  ServerMetrics m("SmolLM2");
+  engine::EngineStats s;
+  s.kv_retrieval_bytes = 1 << 20;
+  s.kv_streaming_bytes = 3 * 4096;
+  const std::string out = m.Render(s);
+  EXPECT_EQ(Line(out, "loom_kv_cache_retrieval_bytes{"),
+            "loom_kv_cache_retrieval_bytes{model_name=\"SmolLM2\"} 1048576");
+  EXPECT_EQ(Line(out, "loom_kv_cache_streaming_bytes{"),
+            "loom_kv_cache_streaming_bytes{model_name=\"SmolLM2\"} 12288");
+}
+
 }  // namespace
 }  // namespace loom::server

@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""LLM×MapReduce benchmark: accuracy of Loom×MapReduce against the same model reading the document
+truncated to its context window, on InfiniteBench-style synthetic tasks (bench/mapreduce/synth.py:
+passkey, number_string, kv_retrieval) at several lengths, scored with the InfiniteBench scorer
+(bench/mapreduce/infinitebench.py, the LLM×MapReduce repository's rules).
+
+Starts the real `loom serve` on a free port (or measures --url) and, per task and length, for each
+of --n examples:
+  * mapreduce: POST /v1/pipelines/mapreduce {document, question, task: retrieval};
+  * truncation: the task's InfiniteBench prompt with the context cut in the middle (first and last
+    halves kept, as InfiniteBench truncates) to fit the model's context, via /v1/chat/completions.
+Reports accuracy, wall time and tokens processed per method, task and length; writes
+bench/results/mapreduce.json and bench/results/mapreduce.png. Truncation is expected to score about
+window/length (the needle survives only when it sits in the kept part).
+
+Time: MapReduce reads every token of every document; on two CPU cores SmolLM2-135M prefills
+roughly 400-600 tokens/s, so one 128K example takes minutes. The full grid (3 tasks x 4 lengths x
+20 examples) takes many hours; choose --tasks/--lengths/--n to fit.
+
+  .venv/bin/python bench/mapreduce/run.py --tasks passkey --lengths 16k --n 20
+  .venv/bin/python bench/mapreduce/run.py --tasks passkey number_string --lengths 16k 128k --n 20
+"""
+import argparse
+import concurrent.futures
+import json
+import os
+import sys
+import time
+
+import httpx
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from bench.mapreduce import infinitebench, synth  # noqa: E402
+from server_process import LOOM_LISTENING, ServerProcess  # noqa: E402
+
+MODEL = os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf")
+LOOM_BIN = os.environ.get("LOOM_BIN", os.path.join(ROOT, "build", "server", "loom"))
+
+
+def start_loom(args):
+    argv = [args.loom_bin, "serve", "--model", args.model, "--port", "0", "--grpc-port", "-1",
+            "--threads", str(args.threads), "--max-num-seqs", "16", "--max-batched-tokens", "512",
+            "--request-timeout-s", "0", "--mapreduce-max-parallel", "16"]
+    return ServerProcess(argv, "loom", port_re=LOOM_LISTENING, cwd=ROOT, start_new_session=True)
+
+
+def truncate_middle(client, url, text, keep):
+    """`text` cut to `keep` tokens: the first and the last halves (InfiniteBench's truncation)."""
+    toks = client.post(url + "/tokenize", json={"prompt": text, "add_special_tokens": False}).json()
+    ids = toks["tokens"]
+    if len(ids) <= keep:
+        return text
+    half = keep // 2
+    kept = ids[:half] + ids[len(ids) - (keep - half):]
+    return client.post(url + "/detokenize", json={"tokens": kept}).json()["prompt"]
+
+
+def run_mapreduce(client, url, ex, args):
+    t0 = time.time()
+    r = client.post(url + "/v1/pipelines/mapreduce", timeout=None, json={
+        "document": ex["context"], "question": ex["input"], "task": "retrieval",
+        "context_window": args.context_window, "max_tokens": args.max_tokens})
+    wall = time.time() - t0
+    if r.status_code != 200:
+        return {"pred": "", "error": f"HTTP {r.status_code}: {r.text[:200]}", "seconds": wall,
+                "tokens": 0}
+    body = r.json()
+    return {"pred": body["answer"], "seconds": wall, "tokens": body["usage"]["total_tokens"],
+            "num_chunks": body["num_chunks"], "collapse_rounds": body["collapse_rounds"],
+            "confidence": body["confidence"]}
+
+
+def run_truncated(client, url, ex, task, window, args):
+    t0 = time.time()
+    overhead = 160 + 32  # template, question and chat markup, and the answer
+    context = truncate_middle(client, url, ex["context"], window - overhead)
+    prompt = synth.PROMPT_TEMPLATES[task].format(context=context, input=ex["input"])
+    r = client.post(url + "/v1/chat/completions", timeout=None, json={
+        "messages": [{"role": "user", "content": prompt}], "max_tokens": 32, "temperature": 0})
+    wall = time.time() - t0
+    if r.status_code != 200:
+        return {"pred": "", "error": f"HTTP {r.status_code}: {r.text[:200]}", "seconds": wall,
+                "tokens": 0}
+    body = r.json()
+    return {"pred": body["choices"][0]["message"]["content"], "seconds": wall,
+            "tokens": body["usage"]["total_tokens"]}
+
+
+def summarize(rows, task):
+    scores = [infinitebench.score_one(task, r["pred"], r["answer"]) for r in rows]
+    for r, s in zip(rows, scores):
+        r["score"] = s
+    return {"accuracy": 100.0 * sum(scores) / max(1, len(scores)), "n": len(rows),
+            "errors": sum(1 for r in rows if r.get("error")),
+            "seconds_total": sum(r["seconds"] for r in rows),
+            "tokens_total": sum(r["tokens"] for r in rows)}
+
+
+def plot(result, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    tasks = sorted({c["task"] for c in result["cells"]})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        cells = sorted((c for c in result["cells"] if c["task"] == task), key=lambda c: c["length"])
+        xs = [c["length"] // 1024 for c in cells]
+        ax.plot(xs, [c["mapreduce"]["accuracy"] for c in cells], "o-", label="Loom×MapReduce")
+        ax.plot(xs, [c["truncation"]["accuracy"] for c in cells], "s--", label="truncated")
+        ax.set_title(task)
+        ax.set_xlabel("document length (K tokens)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_ylim(-5, 105)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{os.path.basename(result['model'])}: MapReduce (L={result['context_window']}) "
+                 f"vs truncation to {result['window']} tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", help="measure this server instead of starting loom serve")
+    ap.add_argument("--model", default=MODEL)
+    ap.add_argument("--loom-bin", default=LOOM_BIN)
+    ap.add_argument("--threads", type=int, default=int(os.environ.get("LOOM_BENCH_THREADS", "2")))
+    ap.add_argument("--tasks", nargs="+", default=["passkey", "number_string", "kv_retrieval"])
+    ap.add_argument("--lengths", nargs="+", default=["16k", "32k", "64k", "128k"])
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--context-window", type=int, default=4096, help="MapReduce's L")
+    ap.add_argument("--max-tokens", type=int, default=300, help="per MapReduce call")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
+    args = ap.parse_args()
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+
+    srv = None if args.url else start_loom(args)
+    url = args.url.rstrip("/") if args.url else srv.url
+    result = {"model": args.model, "threads": args.threads, "context_window": args.context_window,
+              "max_tokens": args.max_tokens, "seed": args.seed, "n": args.n,
+              "rules": infinitebench.DEFAULT_RULES, "cells": []}
+    t_start = time.time()
+    try:
+        with httpx.Client(timeout=None) as client:
+            window = client.get(url + "/v1/models").json()["data"][0]["max_model_len"]
+            result["window"] = window
+            for task in args.tasks:
+                for length in args.lengths:
+                    examples = synth.generate(task, length, args.n, seed=args.seed)
+                    mr_rows, tr_rows = [], []
+                    for i, ex in enumerate(examples):
+                        row = run_mapreduce(client, url, ex, args)
+                        row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
+                        mr_rows.append(row)
+                        print(f"  {task} {length} #{i}: mapreduce {row['pred'][:60]!r} "
+                              f"(answer {ex['answer'][0]}) {row['seconds']:.0f} s", flush=True)
+                    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                        futs = [pool.submit(run_truncated, client, url, ex, task, window, args)
+                                for ex in examples]
+                        for ex, f in zip(examples, futs):
+                            row = f.result()
+                            row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
+                            tr_rows.append(row)
+                    cell = {"task": task, "length": synth.parse_length(length),
+                            "mapreduce": summarize(mr_rows, task),
+                            "truncation": summarize(tr_rows, task),
+                            "examples": {"mapreduce": mr_rows, "truncation": tr_rows}}
+                    result["cells"].append(cell)
+                    print(f"{task:14s} {length:>5s}: MapReduce {cell['mapreduce']['accuracy']:5.1f}% "
+                          f"({cell['mapreduce']['seconds_total']:.0f} s, "
+                          f"{cell['mapreduce']['tokens_total']} tokens) | truncated "
+                          f"{cell['truncation']['accuracy']:5.1f}% "
+                          f"({cell['truncation']['seconds_total']:.0f} s)", flush=True)
+    finally:
+        if srv:
+            srv.stop()
+    result["wall_s"] = time.time() - t_start
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=2)
+    png = os.path.splitext(args.out)[0] + ".png"
+    plot(result, png)
+    print(f"\n{'task':14s} {'length':>7s} {'MapReduce':>10s} {'truncated':>10s} {'window/len':>10s}")
+    for c in result["cells"]:
+        print(f"{c['task']:14s} {c['length']:>7d} {c['mapreduce']['accuracy']:>9.1f}% "
+              f"{c['truncation']['accuracy']:>9.1f}% {100.0 * window / c['length']:>9.1f}%")
+    print(f"wrote {args.out} and {png} ({result['wall_s']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

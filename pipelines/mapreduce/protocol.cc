@@ -1,0 +1,212 @@
+#include "pipelines/mapreduce/protocol.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
+#include <optional>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace loom::pipelines::mapreduce {
+namespace {
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string Trim(std::string_view s) {
+  return std::string(absl::StripAsciiWhitespace(absl::string_view(s.data(), s.size())));
+}
+
+struct Found {
+  size_t label_begin = std::string_view::npos;  // where the label's line starts
+  size_t value_begin = std::string_view::npos;  // just after the label (and its colon)
+};
+
+// The first line at or after `from` that starts (after spaces, '*', '#', '-', or a "1." list
+// number) with one of `names` followed by ':'. `lower` is the lower-cased text.
+Found FindLabel(const std::string& lower, size_t from, std::initializer_list<const char*> names) {
+  size_t line = from;
+  while (line <= lower.size()) {
+    auto skip_decoration = [&](size_t p) {
+      while (p < lower.size() && (lower[p] == ' ' || lower[p] == '\t' || lower[p] == '*' ||
+                                  lower[p] == '#' || lower[p] == '-')) {
+        ++p;
+      }
+      return p;
+    };
+    size_t p = skip_decoration(line);
+    size_t q = p;
+    while (q < lower.size() && std::isdigit(static_cast<unsigned char>(lower[q]))) ++q;
+    if (q > p && q < lower.size() && (lower[q] == '.' || lower[q] == ')')) {
+      p = skip_decoration(q + 1);
+    }
+    for (const char* name : names) {
+      const std::string_view n(name);
+      if (lower.compare(p, n.size(), n) != 0) continue;
+      size_t v = p + n.size();
+      while (v < lower.size() && lower[v] == '*') ++v;  // "**Answer**:"
+      if (v >= lower.size() || lower[v] != ':') continue;
+      ++v;
+      while (v < lower.size() && lower[v] == '*') ++v;  // "**Answer:**"
+      return {line, v};
+    }
+    const size_t nl = lower.find('\n', line);
+    if (nl == std::string::npos) break;
+    line = nl + 1;
+  }
+  return {};
+}
+
+// The fields named by `labels`, in order; a missing label leaves its field unset.
+std::vector<std::optional<std::string>> ParseFields(
+    std::string_view text, const std::vector<std::initializer_list<const char*>>& labels) {
+  const std::string lower = Lower(text);
+  std::vector<Found> found(labels.size());
+  size_t from = 0;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    found[i] = FindLabel(lower, from, labels[i]);
+    if (found[i].value_begin != std::string_view::npos) from = found[i].value_begin;
+  }
+  std::vector<std::optional<std::string>> out(labels.size());
+  for (size_t i = 0; i < labels.size(); ++i) {
+    if (found[i].value_begin == std::string_view::npos) continue;
+    size_t end = text.size();
+    for (size_t j = i + 1; j < labels.size(); ++j) {
+      if (found[j].label_begin != std::string_view::npos) {
+        end = found[j].label_begin;
+        break;
+      }
+    }
+    out[i] = Trim(text.substr(found[i].value_begin, end - found[i].value_begin));
+  }
+  return out;
+}
+
+// The first number in `s` ("4.5", "5", "4/5" -> 4), clamped to [0, 5].
+std::optional<double> ParseScore(std::string_view s) {
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(s[i]))) continue;
+    const std::string rest(s.substr(i, 16));
+    const double v = std::strtod(rest.c_str(), nullptr);
+    return std::clamp(v, 0.0, 5.0);
+  }
+  return std::nullopt;
+}
+
+std::string FieldRule(std::string_view name, int chars) {
+  return absl::StrCat(std::string(name), " ::= [^\\n ] [^\\n]{0,", std::max(chars, 1) - 1, "}\n");
+}
+
+// Lower-cased ASCII, white space runs as one space, trimmed.
+std::string Normalize(std::string_view s) {
+  std::string out;
+  bool space = false;
+  for (char c : s) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      space = !out.empty();
+      continue;
+    }
+    if (space) out += ' ';
+    space = false;
+    out += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  return out;
+}
+
+}  // namespace
+
+bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
+  if (r->confidence <= cap) return false;
+  std::string answer = Normalize(r->answer);
+  while (!answer.empty() && (answer.back() == '.' || answer.back() == '"')) answer.pop_back();
+  while (!answer.empty() && answer.front() == '"') answer.erase(0, 1);
+  if (!answer.empty() && !IsNoInformation(answer) &&
+      Normalize(source).find(answer) != std::string::npos) {
+    return false;
+  }
+  r->confidence = cap;
+  return true;
+}
+
+bool IsNoInformation(std::string_view answer) {
+  return Lower(answer).find("[no information]") != std::string::npos;
+}
+
+ChunkResult ParseChunkResult(std::string_view text, int index) {
+  ChunkResult r;
+  r.index = index;
+  const auto f = ParseFields(text, {{"extracted information", "extracted info"},
+                                    {"rationale", "reasoning"},
+                                    {"answer", "final answer"},
+                                    {"confidence score", "confidence"}});
+  const std::optional<double> score = f[3] ? ParseScore(*f[3]) : std::nullopt;
+  if (f[0]) r.extracted = *f[0];
+  if (f[1]) r.rationale = *f[1];
+  if (f[2]) r.answer = *f[2];
+  if (score) r.confidence = *score;
+  r.parsed = f[0] && f[1] && f[2] && score;
+  if (!f[0] && !f[1] && !f[2]) r.extracted = Trim(text);
+  r.no_information = IsNoInformation(r.answer);
+  return r;
+}
+
+ReduceOutput ParseReduceOutput(std::string_view text) {
+  ReduceOutput r;
+  const auto f = ParseFields(text, {{"rationale", "reasoning"}, {"answer", "final answer"}});
+  if (f[0]) r.rationale = *f[0];
+  r.answer = f[1] ? *f[1] : Trim(text);
+  r.parsed = f[0] && f[1];
+  return r;
+}
+
+std::string FormatChunkResult(const ChunkResult& r) {
+  return absl::StrCat("Extracted Information: ", r.extracted, "\nRationale: ", r.rationale,
+                      "\nAnswer: ", r.answer,
+                      "\nConfidence Score: ", absl::StrFormat("%.1f", r.confidence));
+}
+
+std::string FormatEvidenceItem(const ChunkResult& r, int position) {
+  return absl::StrCat("Part ", position + 1, ":\n", FormatChunkResult(r), "\n\n");
+}
+
+std::string FormatEvidence(const std::vector<ChunkResult>& results) {
+  std::string out;
+  for (size_t i = 0; i < results.size(); ++i) {
+    out += FormatEvidenceItem(results[i], static_cast<int>(i));
+  }
+  return out;
+}
+
+GrammarLimits LimitsForMaxTokens(int max_tokens) {
+  constexpr int kFixedTokens = 20;  // labels, newlines and the score
+  constexpr int kMinChars = 16;
+  const int chars = std::max(0, max_tokens - kFixedTokens) * 5 / 2;
+  GrammarLimits lim;
+  lim.extracted_chars = std::max(kMinChars, chars * 40 / 100);
+  lim.rationale_chars = std::max(kMinChars, chars * 35 / 100);
+  lim.answer_chars = std::max(kMinChars, chars * 25 / 100);
+  return lim;
+}
+
+std::string StructuredGrammar(const GrammarLimits& limits) {
+  return absl::StrCat(
+      "root ::= \"Extracted Information: \" extracted \"\\nRationale: \" rationale "
+      "\"\\nAnswer: \" answer \"\\nConfidence Score: \" score\n",
+      FieldRule("extracted", limits.extracted_chars),
+      FieldRule("rationale", limits.rationale_chars), FieldRule("answer", limits.answer_chars),
+      "score ::= [0-4] \".\" [0-9] | \"5.0\"\n");
+}
+
+std::string ReduceGrammar(const GrammarLimits& limits) {
+  // The reduce answer gets the extracted field's room too: it has no evidence line to write.
+  return absl::StrCat("root ::= \"Rationale: \" rationale \"\\nAnswer: \" answer\n",
+                      FieldRule("rationale", limits.rationale_chars),
+                      FieldRule("answer", limits.answer_chars + limits.extracted_chars));
+}
+
+}  // namespace loom::pipelines::mapreduce

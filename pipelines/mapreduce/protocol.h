@@ -1,0 +1,81 @@
+// LLM×MapReduce's structured information protocol: what the map and collapse calls answer
+//
+//   Extracted Information: <facts from the chunk that bear on the question>
+//   Rationale: <how they answer it, what is missing>
+//   Answer: <the answer, or [NO INFORMATION]>
+//   Confidence Score: <0.0-5.0>
+//
+// and what the reduce call answers (Rationale and Answer only). The GBNF grammars here make the
+// model's output always parse: one line per field, each field bounded in characters (so that even
+// a tiny model that would ramble ends within max_tokens), the score a number from 0.0 to 5.0 with
+// one decimal. The parsers also accept free text that roughly follows the format (for servers that
+// ignore the grammar).
+//
+//   const GrammarLimits lim = LimitsForMaxTokens(300);
+//   call.grammar = StructuredGrammar(lim);
+//   ChunkResult r = ParseChunkResult(output.text, /*index=*/3);
+//   if (!r.no_information) evidence.push_back(r);
+//   std::string context = FormatEvidence(evidence);  // "Part 1:\nExtracted Information: ..."
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace loom::pipelines::mapreduce {
+
+inline constexpr char kNoInformation[] = "[NO INFORMATION]";
+
+// One map (or collapse) output.
+struct ChunkResult {
+  int index = 0;  // the chunk (map) or group (collapse) it came from
+  std::string extracted;
+  std::string rationale;
+  std::string answer;
+  double confidence = 0;        // 0..5
+  bool no_information = false;  // the answer says kNoInformation
+  bool parsed = false;          // every field and a score were found; else the raw text is kept
+                                // in `extracted` and the score is 0
+};
+
+// The reduce output.
+struct ReduceOutput {
+  std::string rationale;
+  std::string answer;
+  bool parsed = false;  // both fields found; else the whole text is the answer
+};
+
+// Case-insensitive: does `answer` contain kNoInformation?
+bool IsNoInformation(std::string_view answer);
+
+ChunkResult ParseChunkResult(std::string_view text, int index);
+ReduceOutput ParseReduceOutput(std::string_view text);
+
+// In-context calibration, checked: a score above `cap` stands only when the answer appears word
+// for word in `source` (the chunk it came from; case, white space runs and a trailing period are
+// ignored). Otherwise the score drops to `cap`. Returns true when it capped.
+bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
+
+// The four protocol lines of a result (the score with one decimal).
+std::string FormatChunkResult(const ChunkResult& r);
+// One result as it appears in a collapse or reduce prompt: a "Part N:" header (N = position + 1),
+// the four lines, and a blank line.
+std::string FormatEvidenceItem(const ChunkResult& r, int position);
+// All of them, concatenated.
+std::string FormatEvidence(const std::vector<ChunkResult>& results);
+
+// Character bounds on each free-text field of the output.
+struct GrammarLimits {
+  int extracted_chars = 0;
+  int rationale_chars = 0;
+  int answer_chars = 0;
+};
+// Bounds that keep a whole output within `max_tokens` tokens at about 2.5 characters per token
+// (the labels and the score take about 20 tokens); at least 16 characters per field.
+GrammarLimits LimitsForMaxTokens(int max_tokens);
+// The map/collapse output: the four lines, nothing after the score.
+std::string StructuredGrammar(const GrammarLimits& limits);
+// The reduce output: "Rationale: ...\nAnswer: ...".
+std::string ReduceGrammar(const GrammarLimits& limits);
+
+}  // namespace loom::pipelines::mapreduce

@@ -1,0 +1,141 @@
+"""LLM×MapReduce end to end, three ways, on the real model: POST /v1/pipelines/mapreduce (JSON and
+a multipart upload; whole and as server-sent progress), loom.v1.Pipelines/MapReduce over gRPC, and
+`loom mapreduce` (on its own engine, and fanned out to the server with --endpoint); plus the bad
+inputs. The document is a short haystack with a pass key, so each run takes seconds; whether the
+135M model's final answer holds the key is reported by bench/mapreduce, not asserted here.
+"""
+import glob
+import json
+import os
+import subprocess
+
+import grpc
+import httpx
+import pytest
+
+from conftest import LOOM_BIN, MODEL, ROOT, THREADS
+
+ESSAYS = os.path.join(ROOT, "..", "shared", "data", "haystack", "paul_graham_essays")
+KEY = "71432"
+QUESTION = "What is the pass key?"
+SETTINGS = {"task": "retrieval", "context_window": 1024, "max_tokens": 100}
+
+
+@pytest.fixture(scope="module")
+def document():
+    files = sorted(glob.glob(os.path.join(ESSAYS, "*.txt")))
+    if not files:
+        pytest.skip(f"no haystack essays under {ESSAYS}")
+    with open(files[0], encoding="utf-8", errors="replace") as f:
+        words = f.read().split()[:900]
+    needle = f"The pass key is {KEY}. Remember it. {KEY} is the pass key."
+    return " ".join(words[:450]) + "\n\n" + needle + "\n\n" + " ".join(words[450:])
+
+
+def check_result(body, document):
+    assert body["num_chunks"] >= 2
+    assert len(body["chunks"]) == body["num_chunks"]
+    assert all(0 <= c["confidence"] <= 5 for c in body["chunks"])
+    assert body["answer"].strip()
+    assert body["usage"]["prompt_tokens"] > len(document) // 8
+
+
+def test_http_streams_progress_then_the_answer(mr_server, document):
+    events = []
+    with httpx.stream("POST", mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                      json={"document": document, "question": QUESTION, "stream": True,
+                            **SETTINGS}) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    assert events[-1] == "[DONE]"
+    events = [json.loads(e) for e in events[:-1]]
+    stages = [e["stage"] for e in events if e["type"] == "progress"]
+    assert stages[0] == "split" and stages[-1] == "reduce"
+    maps = [e for e in events if e.get("stage") == "map"]
+    assert [e["done"] for e in maps] == list(range(1, events[0]["total"] + 1))
+    assert all("chunk" in e for e in maps)
+    result = events[-1]
+    assert result["type"] == "result"
+    check_result(result, document)
+    found = [c["index"] for c in result["chunks"] if KEY in c["extracted_information"] + c["answer"]]
+    print(f"map results holding the key: {found}; answer: {result['answer']!r}")
+
+
+def test_http_upload_whole_answer(mr_server, document):
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                   files={"file": ("doc.txt", document.encode(), "text/plain")},
+                   data={"question": QUESTION, **{k: str(v) for k, v in SETTINGS.items()}})
+    assert r.status_code == 200, r.text
+    check_result(r.json(), document)
+
+
+@pytest.mark.parametrize("body,status,param", [
+    ({"document": "   \n ", "question": QUESTION}, 400, None),
+    ({"document": "abc\u0000def", "question": QUESTION}, 400, None),
+    ({"document": "x" * 150000, "question": QUESTION}, 413, "document"),
+    ({"document": "Some text.", "question": QUESTION, "task": "poetry"}, 400, None),
+    ({"document": "Some text."}, 400, "question"),
+    ({"document": "Some text.", "question": QUESTION, "context_window": "big"}, 400,
+     "context_window"),
+], ids=["blank", "binary", "too_large", "unknown_task", "no_question", "bad_number"])
+def test_http_bad_input(mr_server, body, status, param):
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60, json=body)
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["message"]
+    if param:
+        assert err["param"] == param
+
+
+def test_http_binary_upload_is_rejected(mr_server):
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60,
+                   files={"file": ("x.bin", bytes(range(256)) * 4, "application/octet-stream")},
+                   data={"question": QUESTION})
+    assert r.status_code == 400 and "binary" in r.json()["error"]["message"]
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60,
+                   files={"file": ("x.txt", b"caf\xe9 au lait", "text/plain")},
+                   data={"question": QUESTION})
+    assert r.status_code == 400 and "UTF-8" in r.json()["error"]["message"]
+
+
+def test_grpc_streams_progress(mr_server, loom_pipelines_pb, document):
+    pb, rpc = loom_pipelines_pb
+    with grpc.insecure_channel(mr_server.grpc_target) as ch:
+        stub = rpc.PipelinesStub(ch)
+        events = list(stub.MapReduce(pb.MapReduceRequest(
+            document=document, question=QUESTION, **SETTINGS), timeout=600))
+        assert events[0].stage == "split" and events[-1].stage == "done"
+        assert any(e.stage == "map" and e.chunk.answer for e in events)
+        final = events[-1]
+        assert final.num_chunks == len(final.chunks) >= 2 and final.answer
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.MapReduce(pb.MapReduceRequest(document="", question=QUESTION)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.MapReduce(pb.MapReduceRequest(document=document, question=QUESTION,
+                                                    task="poetry")))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(document)
+    common = [LOOM_BIN, "mapreduce", "--doc", str(doc), "--question", QUESTION, "--task",
+              "retrieval", "--context-window", "1024", "--max-tokens", "100", "--json"]
+    local = subprocess.run(common + ["--model", MODEL, "--threads", THREADS], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600)
+    assert local.returncode == 0, local.stderr
+    out = json.loads(local.stdout)
+    assert out["num_chunks"] >= 2 and out["answer"]
+    assert "map" in local.stderr and "split" in local.stderr  # the progress bar
+    # The same pipeline with every call sent to the running server (OpenAI-compatible endpoint).
+    remote = subprocess.run(common + ["--endpoint", mr_server.url + "/v1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert remote.returncode == 0, remote.stderr
+    assert json.loads(remote.stdout)["num_chunks"] == out["num_chunks"]
+    bad = subprocess.run([LOOM_BIN, "mapreduce", "--doc", str(doc)], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--question" in bad.stderr

@@ -1,0 +1,191 @@
+// The structured information protocol: parsing grammar-shaped and free-form outputs, formatting,
+// and the GBNF grammars (they compile, accept what FormatChunkResult writes, bound each field).
+#include "pipelines/mapreduce/protocol.h"
+
+#include "engine/grammar/grammar.h"
+#include "gtest/gtest.h"
+
+namespace loom::pipelines::mapreduce {
+namespace {
+
+TEST(ProtocolTest, ParsesTheGrammarShape) {
+  ChunkResult r = ParseChunkResult(
+      "Extracted Information: The pass key is 71432.\nRationale: The text states it.\n"
+      "Answer: 71432\nConfidence Score: 5.0",
+      3);
+  EXPECT_TRUE(r.parsed);
+  EXPECT_EQ(r.index, 3);
+  EXPECT_EQ(r.extracted, "The pass key is 71432.");
+  EXPECT_EQ(r.rationale, "The text states it.");
+  EXPECT_EQ(r.answer, "71432");
+  EXPECT_DOUBLE_EQ(r.confidence, 5.0);
+  EXPECT_FALSE(r.no_information);
+}
+
+TEST(ProtocolTest, ParsesLooseFormats) {
+  ChunkResult r = ParseChunkResult(
+      "Sure!\n1. **Extracted Information:** Mara keeps bees\nand sells honey.\n"
+      "2. **Reasoning**: stated\n3. Answer: yes\n4. Confidence Score: 4/5 points\n",
+      0);
+  EXPECT_TRUE(r.parsed);
+  EXPECT_EQ(r.extracted, "Mara keeps bees\nand sells honey.");
+  EXPECT_EQ(r.rationale, "stated");
+  EXPECT_EQ(r.answer, "yes");
+  EXPECT_DOUBLE_EQ(r.confidence, 4.0);
+
+  ChunkResult clamp =
+      ParseChunkResult("Extracted Information: x\nRationale: y\nAnswer: z\nConfidence: 17", 0);
+  EXPECT_TRUE(clamp.parsed);
+  EXPECT_DOUBLE_EQ(clamp.confidence, 5.0);
+}
+
+TEST(ProtocolTest, AnswerInsideRationaleIsNotALabel) {
+  ChunkResult r = ParseChunkResult(
+      "Extracted Information: a\nRationale: the answer: maybe b\nAnswer: c\nConfidence Score: 2.5",
+      0);
+  EXPECT_EQ(r.rationale, "the answer: maybe b");
+  EXPECT_EQ(r.answer, "c");
+}
+
+TEST(ProtocolTest, IncompleteOutputsAreMarked) {
+  ChunkResult no_score =
+      ParseChunkResult("Extracted Information: a\nRationale: b\nAnswer: c\nConfidence Score:", 1);
+  EXPECT_FALSE(no_score.parsed);
+  EXPECT_EQ(no_score.answer, "c");
+  EXPECT_DOUBLE_EQ(no_score.confidence, 0);
+
+  ChunkResult cut = ParseChunkResult("Extracted Information: a long text that was cut", 1);
+  EXPECT_FALSE(cut.parsed);
+  EXPECT_EQ(cut.extracted, "a long text that was cut");
+
+  ChunkResult junk = ParseChunkResult("  I cannot help with that.  ", 1);
+  EXPECT_FALSE(junk.parsed);
+  EXPECT_EQ(junk.extracted, "I cannot help with that.");
+  EXPECT_TRUE(junk.answer.empty());
+}
+
+TEST(ProtocolTest, NoInformation) {
+  EXPECT_TRUE(IsNoInformation("[NO INFORMATION]"));
+  EXPECT_TRUE(IsNoInformation("The answer is [No Information]."));
+  EXPECT_FALSE(IsNoInformation("no information"));
+  ChunkResult r = ParseChunkResult(
+      "Extracted Information: none\nRationale: nothing here\nAnswer: [NO INFORMATION]\n"
+      "Confidence Score: 0.0",
+      0);
+  EXPECT_TRUE(r.parsed);
+  EXPECT_TRUE(r.no_information);
+}
+
+TEST(ProtocolTest, FormatRoundTrips) {
+  ChunkResult r;
+  r.index = 2;
+  r.extracted = "facts";
+  r.rationale = "why";
+  r.answer = "42";
+  r.confidence = 4.5;
+  r.parsed = true;
+  const std::string text = FormatChunkResult(r);
+  EXPECT_EQ(text,
+            "Extracted Information: facts\nRationale: why\nAnswer: 42\nConfidence Score: 4.5");
+  ChunkResult back = ParseChunkResult(text, 2);
+  EXPECT_EQ(back.extracted, r.extracted);
+  EXPECT_EQ(back.rationale, r.rationale);
+  EXPECT_EQ(back.answer, r.answer);
+  EXPECT_DOUBLE_EQ(back.confidence, r.confidence);
+  EXPECT_TRUE(back.parsed);
+  EXPECT_EQ(FormatEvidence({r, r}), "Part 1:\n" + text + "\n\nPart 2:\n" + text + "\n\n");
+}
+
+TEST(ProtocolTest, CapUnlessLiteral) {
+  const std::string chunk = "Some text.  The pass key is\n71432. Remember it.";
+  ChunkResult r;
+  r.confidence = 5.0;
+  r.answer = "the pass key is 71432.";  // case, white space and the period do not matter
+  EXPECT_FALSE(CapUnlessLiteral(&r, chunk, 3.0));
+  EXPECT_DOUBLE_EQ(r.confidence, 5.0);
+  r.answer = "\"71432\"";
+  EXPECT_FALSE(CapUnlessLiteral(&r, chunk, 3.0));
+  r.answer = "The pass key is a pass key.";  // not in the chunk
+  EXPECT_TRUE(CapUnlessLiteral(&r, chunk, 3.0));
+  EXPECT_DOUBLE_EQ(r.confidence, 3.0);
+  r.confidence = 2.0;  // under the cap: left alone
+  EXPECT_FALSE(CapUnlessLiteral(&r, chunk, 3.0));
+  EXPECT_DOUBLE_EQ(r.confidence, 2.0);
+  r.confidence = 5.0;
+  r.answer = "";
+  EXPECT_TRUE(CapUnlessLiteral(&r, chunk, 4.5));
+  r.confidence = 5.0;
+  r.answer = kNoInformation;
+  EXPECT_TRUE(CapUnlessLiteral(&r, std::string(chunk) + kNoInformation, 4.5));
+  EXPECT_DOUBLE_EQ(r.confidence, 4.5);
+}
+
+TEST(ProtocolTest, ReduceOutput) {
+  ReduceOutput r = ParseReduceOutput("Rationale: part 2 found it\nAnswer: 71432");
+  EXPECT_TRUE(r.parsed);
+  EXPECT_EQ(r.rationale, "part 2 found it");
+  EXPECT_EQ(r.answer, "71432");
+  ReduceOutput loose = ParseReduceOutput("It is 71432.");
+  EXPECT_FALSE(loose.parsed);
+  EXPECT_EQ(loose.answer, "It is 71432.");
+}
+
+TEST(ProtocolTest, LimitsScaleWithMaxTokens) {
+  const GrammarLimits small = LimitsForMaxTokens(120);
+  const GrammarLimits big = LimitsForMaxTokens(300);
+  EXPECT_LT(small.extracted_chars, big.extracted_chars);
+  // The whole output stays within max_tokens at 2.5 characters per token.
+  EXPECT_LE((small.extracted_chars + small.rationale_chars + small.answer_chars) * 2 / 5, 100);
+  const GrammarLimits tiny = LimitsForMaxTokens(1);
+  EXPECT_GE(tiny.answer_chars, 16);
+}
+
+// Feeds `text` byte by byte to a matcher over a byte vocabulary; true when the grammar accepts
+// every byte and the text is complete.
+bool Accepts(const std::string& gbnf, const std::string& text) {
+  auto g = grammar::Grammar::Parse(gbnf);
+  EXPECT_TRUE(g.ok()) << g.status() << "\n" << gbnf;
+  if (!g.ok()) return false;
+  std::vector<std::string> bytes;
+  for (int b = 0; b < 256; ++b) bytes.push_back(std::string(1, static_cast<char>(b)));
+  bytes.push_back("");  // end of generation
+  static const auto index = grammar::TokenIndex::FromStrings(bytes, {256});
+  grammar::Matcher m(*g, index);
+  for (unsigned char c : text) {
+    if (!m.Accept(c).ok()) return false;
+  }
+  return m.CanEnd();
+}
+
+TEST(ProtocolTest, GrammarAcceptsFormattedResults) {
+  GrammarLimits lim{20, 20, 10};
+  const std::string g = StructuredGrammar(lim);
+  ChunkResult r;
+  r.extracted = "The key is 71432.";
+  r.rationale = "Stated literally.";
+  r.answer = "71432";
+  for (double score : {0.0, 3.5, 4.9, 5.0}) {
+    r.confidence = score;
+    EXPECT_TRUE(Accepts(g, FormatChunkResult(r))) << score;
+  }
+  r.confidence = 5.0;
+  std::string over = FormatChunkResult(r);
+  over.replace(over.find("5.0"), 3, "5.5");
+  EXPECT_FALSE(Accepts(g, over));
+  r.answer = std::string(11, 'a');  // over the 10-character bound
+  EXPECT_FALSE(Accepts(g, FormatChunkResult(r)));
+  r.answer = std::string(10, 'a');
+  EXPECT_TRUE(Accepts(g, FormatChunkResult(r)));
+  r.answer = " leading space";
+  EXPECT_FALSE(Accepts(g, FormatChunkResult(r)));
+  EXPECT_FALSE(Accepts(g,
+                       "Extracted Information: a\nb\nRationale: c\nAnswer: d\n"
+                       "Confidence Score: 1.0"));  // a newline inside a field
+
+  const std::string rg = ReduceGrammar(lim);
+  EXPECT_TRUE(Accepts(rg, "Rationale: part 2 says so.\nAnswer: 71432"));
+  EXPECT_FALSE(Accepts(rg, "Rationale: x\nAnswer: 71432\nConfidence Score: 5.0"));
+}
+
+}  // namespace
+}  // namespace loom::pipelines::mapreduce
