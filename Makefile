@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build serve chat test test-unit bench bench-grammar fuzz clean
+.PHONY: all deps model build serve chat test test-unit bench bench-grammar bench-duo fuzz clean
 
 all: build
 
@@ -39,6 +39,11 @@ bench: build model
 # Structured output: JSON-schema-constrained vs unconstrained decode, MaskLogits latency.
 bench-grammar: build model
 	$(BUILD)/bench/grammar/bench_grammar --model $(MODEL) --out bench/results/grammar.json
+
+# DuoAttention: KV bytes and decode tok/s at the full context, full vs 50% streaming; passkey check.
+bench-duo: build model
+	$(BUILD)/bench/duo_memory/bench_duo_memory --model $(MODEL) --threads 2 --steps 64 \
+	  --passkey 8 --out bench/results/duo_memory.json
 
 # libFuzzer on the GGUF reader for FUZZ_SECONDS (clang; see fuzz/CMakeLists.txt).
 FUZZ_SECONDS ?= 60

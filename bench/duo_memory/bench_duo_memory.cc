@@ -8,6 +8,9 @@
 //
 // Decode timing fills the cache synthetically (zeros, no prefill: a decode step's cost depends on
 // how many positions it reads, not on their values), then times --steps decode steps.
+// --passkey N adds a quality check: N passkey prompts of about --passkey-tokens tokens (the key at
+// spread depths), greedy answers with full attention, with the pattern, and with the pattern
+// inverted (gates 1 - g: the heads it rates highest stream), counting answers holding the key.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -22,6 +25,7 @@
 #include "engine/model/duo_pattern.h"
 #include "engine/model/kv_sequence.h"
 #include "engine/model/model.h"
+#include "engine/tokenizer/tokenizer.h"
 
 namespace {
 
@@ -67,6 +71,49 @@ Result Measure(loom::engine::Backend& backend, const loom::engine::Model& model,
   return r;
 }
 
+std::string PasskeyPrompt(const std::string& key, int before, int after) {
+  const std::string filler =
+      "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
+      "again. ";
+  std::string s =
+      "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+      "it. I will quiz you about the important information there.\n";
+  for (int i = 0; i < before; ++i) s += filler;
+  s += "The pass key is " + key + ". Remember it. " + key + " is the pass key.\n";
+  for (int i = 0; i < after; ++i) s += filler;
+  return s + "What is the pass key? The pass key is";
+}
+
+// Greedy answers (8 tokens) holding the key, out of the prompts.
+int Passkey(loom::engine::Backend& backend, const loom::engine::Model& model,
+            const loom::tokenizer::Tokenizer& tok, std::shared_ptr<const DuoLayout> duo, int n,
+            int approx_tokens) {
+  const int fillers = approx_tokens / 22;
+  int ok = 0;
+  for (int i = 0; i < n; ++i) {
+    const std::string key = std::to_string(10000 + (i * 7919 + 1237) % 90000);
+    const int before = fillers * (i + 1) / (n + 1);
+    const auto ids = tok.Encode(PasskeyPrompt(key, before, fillers - before), true, false);
+    loom::engine::KvSequence kv(model.config(), static_cast<int>(ids.size()) + 8, duo);
+    std::vector<float> logits;
+    std::string text;
+    for (size_t at = 0; at < ids.size(); at += 512) {
+      const size_t m = std::min<size_t>(512, ids.size() - at);
+      loom::engine::SeqBatch b{&kv, std::span<const int32_t>(ids.data() + at, m), false};
+      if (!backend.Forward({&b, 1}, &logits).ok()) std::exit(1);
+    }
+    for (int step = 0; step < 8; ++step) {
+      const int32_t t =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      text += tok.Decode(std::span<const int32_t>(&t, 1), false);
+      loom::engine::SeqBatch b{&kv, std::span<const int32_t>(&t, 1), false};
+      if (!backend.Forward({&b, 1}, &logits).ok()) std::exit(1);
+    }
+    ok += text.find(key) != std::string::npos;
+  }
+  return ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,7 +121,7 @@ int main(int argc, char** argv) {
   std::string pattern_path = "config/duo_attention/SmolLM2-135M-Instruct.Q4_1.json";
   std::string out = "bench/results/duo_memory.json";
   double sparsity = 0.5;
-  int threads = 2, ctx = 0, steps = 32;
+  int threads = 2, ctx = 0, steps = 32, passkey = 0, passkey_tokens = 2000;
   int64_t budget_mb = 1024;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
@@ -87,6 +134,8 @@ int main(int argc, char** argv) {
     else if (a == "--ctx") ctx = std::atoi(v);
     else if (a == "--steps") steps = std::atoi(v);
     else if (a == "--kv-budget-mb") budget_mb = std::atoll(v);
+    else if (a == "--passkey") passkey = std::atoi(v);
+    else if (a == "--passkey-tokens") passkey_tokens = std::atoi(v);
     else return std::fprintf(stderr, "unknown flag %s\n", a.c_str()), 2;
   }
   auto model = loom::engine::Model::Load(model_path);
@@ -129,6 +178,21 @@ int main(int argc, char** argv) {
       {"decode_tok_s", d.decode_tok_s / full.decode_tok_s},
       {"max_full_context_sequences",
        full.max_seqs > 0 ? static_cast<double>(d.max_seqs) / full.max_seqs : 0.0}};
+  if (passkey > 0) {
+    auto tok = loom::tokenizer::Tokenizer::FromGguf((*model)->file());
+    if (!tok.ok()) return 1;
+    loom::engine::DuoPattern inverted = *pattern;
+    for (float& g : inverted.gates) g = 1.0f - g;
+    auto inv = inverted.Layout(c, sparsity);
+    if (!inv.ok()) return 1;
+    const int f = Passkey(**backend, **model, **tok, nullptr, passkey, passkey_tokens);
+    const int p = Passkey(**backend, **model, **tok, *duo, passkey, passkey_tokens);
+    const int q = Passkey(**backend, **model, **tok, *inv, passkey, passkey_tokens);
+    j["passkey"] = {{"prompts", passkey}, {"approx_tokens", passkey_tokens},
+                    {"full_correct", f}, {"duo_correct", p}, {"duo_inverted_gates_correct", q}};
+    std::printf("passkey (~%d tokens, %d prompts): full %d, duo %d, duo with inverted gates %d\n",
+                passkey_tokens, passkey, f, p, q);
+  }
   std::ofstream(out) << j.dump(2) << "\n";
   std::printf("context %d, %d/%d heads streaming (sink %d, recent %d)\n", ctx,
               (*duo)->TotalStreaming(), c.n_layers * c.n_kv_heads, (*duo)->sink(),

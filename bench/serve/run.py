@@ -106,44 +106,64 @@ def make_prompts(n, seed, min_words, max_words):
     return prompts
 
 
+class Timing:
+    """One request's measurements as its stream arrives (vLLM's definitions)."""
+
+    def __init__(self):
+        self.r = {"ok": False, "ttft": 0.0, "itl": [], "latency": 0.0, "output_tokens": 0,
+                  "prompt_tokens": 0, "chunks": 0, "error": ""}
+        self.start = self.last = time.perf_counter()
+
+    def usage(self, prompt_tokens, output_tokens):
+        self.r["prompt_tokens"], self.r["output_tokens"] = prompt_tokens, output_tokens
+
+    def content(self):
+        """A chunk with generated text arrived: TTFT for the first, an ITL gap for the others."""
+        now = time.perf_counter()
+        if self.r["ttft"] == 0.0:
+            self.r["ttft"] = now - self.start
+        else:
+            self.r["itl"].append(now - self.last)
+        self.last = now
+        self.r["chunks"] += 1
+
+    def done(self):
+        r = self.r
+        r["latency"] = time.perf_counter() - self.start
+        r["ok"] = r["ttft"] > 0 and r["output_tokens"] > 0
+        if not r["ok"]:
+            r["error"] = "no content or no usage in the stream"
+        return r
+
+    def fail(self, error):
+        self.r["error"] = error
+        return self.r
+
+
 async def one_request(client, url, model, prompt, max_tokens):
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0,
             "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
-    r = {"ok": False, "ttft": 0.0, "itl": [], "latency": 0.0, "output_tokens": 0, "prompt_tokens": 0,
-         "chunks": 0, "error": ""}
-    st = time.perf_counter()
-    last = st
+    t = Timing()
     try:
         async with client.stream("POST", url + "/v1/completions", json=body) as resp:
             if resp.status_code != 200:
-                r["error"] = f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}"
-                return r
+                return t.fail(f"HTTP {resp.status_code}: {(await resp.aread())[:200]!r}")
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
                     break
-                now = time.perf_counter()
                 chunk = json.loads(data)
                 if chunk.get("usage"):
-                    r["output_tokens"] = chunk["usage"].get("completion_tokens", 0)
-                    r["prompt_tokens"] = chunk["usage"].get("prompt_tokens", 0)
+                    t.usage(chunk["usage"].get("prompt_tokens", 0),
+                            chunk["usage"].get("completion_tokens", 0))
                 choices = chunk.get("choices") or []
                 if choices and choices[0].get("text"):
-                    if r["ttft"] == 0.0:
-                        r["ttft"] = now - st
-                    else:
-                        r["itl"].append(now - last)
-                    last = now
-                    r["chunks"] += 1
-        r["latency"] = time.perf_counter() - st
-        r["ok"] = r["ttft"] > 0 and r["output_tokens"] > 0
-        if not r["ok"]:
-            r["error"] = "no content or no usage in the stream"
+                    t.content()
+        return t.done()
     except (httpx.HTTPError, json.JSONDecodeError) as e:
-        r["error"] = f"{type(e).__name__}: {e}"
-    return r
+        return t.fail(f"{type(e).__name__}: {e}")
 
 
 async def one_grpc_request(stub, pb, model, prompt, max_tokens):
@@ -152,30 +172,16 @@ async def one_grpc_request(stub, pb, model, prompt, max_tokens):
     req = pb.CompleteRequest(text=prompt, params=pb.GenerationParams(
         model=model, max_tokens=max_tokens, ignore_eos=True,
         sampling=pb.SamplingParams(temperature=0.0)))
-    r = {"ok": False, "ttft": 0.0, "itl": [], "latency": 0.0, "output_tokens": 0, "prompt_tokens": 0,
-         "chunks": 0, "error": ""}
-    st = time.perf_counter()
-    last = st
+    t = Timing()
     try:
         async for msg in stub.Complete(req, timeout=600):
-            now = time.perf_counter()
             if msg.HasField("usage"):
-                r["output_tokens"] = msg.usage.completion_tokens
-                r["prompt_tokens"] = msg.usage.prompt_tokens
+                t.usage(msg.usage.prompt_tokens, msg.usage.completion_tokens)
             if msg.text:
-                if r["ttft"] == 0.0:
-                    r["ttft"] = now - st
-                else:
-                    r["itl"].append(now - last)
-                last = now
-                r["chunks"] += 1
-        r["latency"] = time.perf_counter() - st
-        r["ok"] = r["ttft"] > 0 and r["output_tokens"] > 0
-        if not r["ok"]:
-            r["error"] = "no content or no usage in the stream"
+                t.content()
+        return t.done()
     except grpc.RpcError as e:
-        r["error"] = f"gRPC {e.code()}: {e.details()}"
-    return r
+        return t.fail(f"gRPC {e.code()}: {e.details()}")
 
 
 def stats(values, scale=1000.0):

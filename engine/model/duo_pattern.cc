@@ -83,7 +83,9 @@ absl::StatusOr<DuoPattern> DuoPattern::LoadJson(const std::string& path) {
   int sink = 0, recent = 0;
   LOOM_RETURN_IF_ERROR(get_int("sink", 64, &sink));
   LOOM_RETURN_IF_ERROR(get_int("recent", 256, &recent));
-  if (recent < 1) return absl::InvalidArgumentError(absl::StrCat(path, ": \"recent\" must be >= 1"));
+  if (recent < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": \"recent\" must be >= 1"));
+  }
   std::filesystem::path gates = j["gates"].get<std::string>();
   if (gates.is_relative()) gates = std::filesystem::path(path).parent_path() / gates;
   LOOM_ASSIGN_OR_RETURN(std::string tsv, ReadFile(gates.string()));

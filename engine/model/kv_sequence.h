@@ -51,10 +51,10 @@ class KvSequence final : public KvView {
   }
 
   // Row of `pos` in `layer`: RowElems(layer) elements (retrieval heads only with a DuoLayout).
-  kernels::fp16_t* K(int layer, int pos) { return &k_[Index(layer, pos)]; }
-  kernels::fp16_t* V(int layer, int pos) { return &v_[Index(layer, pos)]; }
-  const kernels::fp16_t* K(int layer, int pos) const { return &k_[Index(layer, pos)]; }
-  const kernels::fp16_t* V(int layer, int pos) const { return &v_[Index(layer, pos)]; }
+  kernels::fp16_t* K(int layer, int pos) { return k_.data() + Index(layer, pos); }
+  kernels::fp16_t* V(int layer, int pos) { return v_.data() + Index(layer, pos); }
+  const kernels::fp16_t* K(int layer, int pos) const { return k_.data() + Index(layer, pos); }
+  const kernels::fp16_t* V(int layer, int pos) const { return v_.data() + Index(layer, pos); }
 
  private:
   size_t ElemsPerToken() const {

@@ -57,7 +57,7 @@ struct EngineConfig {
   // DuoAttention (engine/model/duo_layout.h, docs/duo_attention.md); null: plain attention. The
   // paged blocks then hold the retrieval heads only; with streaming heads, kv_cache_bytes also
   // pays for max_num_seqs fixed streaming caches, and prefix caching is off.
-  std::shared_ptr<const DuoLayout> duo;
+  std::shared_ptr<const DuoLayout> duo = nullptr;
   absl::Status Validate() const;
 };
 

@@ -319,6 +319,14 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
     std::lock_guard<std::mutex> lock(progress_mu_);
     Emit({"reduce", 0, 1, 0, std::nullopt});
   }
+  // The reduce call reads the evidence best first (stable: ties keep document order). The paper
+  // keeps chunk order and asks the model to prefer 5-point items; a 135M model copies the first
+  // item it reads instead, so putting the most confident one there is what makes it prefer it
+  // (docs/mapreduce.md, "Differences").
+  std::stable_sort(evidence.begin(), evidence.end(),
+                   [](const ChunkResult& a, const ChunkResult& b) {
+                     return a.confidence > b.confidence;
+                   });
   const std::string context = evidence.empty() ? kNothingFound : FormatEvidence(evidence);
   absl::StatusOr<GenerateResult> out =
       Call(FillTemplate(prompts_.reduce, context, question_), reduce_grammar_, ~uint64_t{0});
