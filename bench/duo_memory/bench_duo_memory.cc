@@ -26,6 +26,7 @@
 #include "engine/model/kv_sequence.h"
 #include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tools/duo/passkey_prompt.h"
 
 namespace {
 
@@ -63,25 +64,12 @@ Result Measure(loom::engine::Backend& backend, const loom::engine::Model& model,
   r.decode_tok_s =
       steps / std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Bytes one full-context sequence holds in the engine: whole blocks, plus its streaming cache.
-  const int64_t per_token = duo ? duo->RetrievalBytesPerToken()
-                                : loom::kv::KvBytesPerToken(c.n_layers, c.kv_dim());
+  const int64_t per_token =
+      duo ? duo->RetrievalBytesPerToken() : loom::kv::KvBytesPerToken(c.n_layers, c.kv_dim());
   const int64_t blocks = (ctx + block_size - 1) / block_size;
   r.bytes_per_seq = blocks * block_size * per_token + (duo ? duo->StreamingBytesPerSequence() : 0);
   r.max_seqs = budget / r.bytes_per_seq;
   return r;
-}
-
-std::string PasskeyPrompt(const std::string& key, int before, int after) {
-  const std::string filler =
-      "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
-      "again. ";
-  std::string s =
-      "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
-      "it. I will quiz you about the important information there.\n";
-  for (int i = 0; i < before; ++i) s += filler;
-  s += "The pass key is " + key + ". Remember it. " + key + " is the pass key.\n";
-  for (int i = 0; i < after; ++i) s += filler;
-  return s + "What is the pass key? The pass key is";
 }
 
 // Greedy answers (8 tokens) holding the key, out of the prompts.
@@ -93,7 +81,8 @@ int Passkey(loom::engine::Backend& backend, const loom::engine::Model& model,
   for (int i = 0; i < n; ++i) {
     const std::string key = std::to_string(10000 + (i * 7919 + 1237) % 90000);
     const int before = fillers * (i + 1) / (n + 1);
-    const auto ids = tok.Encode(PasskeyPrompt(key, before, fillers - before), true, false);
+    const auto ids =
+        tok.Encode(loom::duo::PasskeyPrompt(key, before, fillers - before), true, false);
     loom::engine::KvSequence kv(model.config(), static_cast<int>(ids.size()) + 8, duo);
     std::vector<float> logits;
     std::string text;
@@ -126,17 +115,28 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     const char* v = argv[i + 1];
-    if (a == "--model") model_path = v;
-    else if (a == "--pattern") pattern_path = v;
-    else if (a == "--out") out = v;
-    else if (a == "--sparsity") sparsity = std::atof(v);
-    else if (a == "--threads") threads = std::atoi(v);
-    else if (a == "--ctx") ctx = std::atoi(v);
-    else if (a == "--steps") steps = std::atoi(v);
-    else if (a == "--kv-budget-mb") budget_mb = std::atoll(v);
-    else if (a == "--passkey") passkey = std::atoi(v);
-    else if (a == "--passkey-tokens") passkey_tokens = std::atoi(v);
-    else return std::fprintf(stderr, "unknown flag %s\n", a.c_str()), 2;
+    if (a == "--model")
+      model_path = v;
+    else if (a == "--pattern")
+      pattern_path = v;
+    else if (a == "--out")
+      out = v;
+    else if (a == "--sparsity")
+      sparsity = std::atof(v);
+    else if (a == "--threads")
+      threads = std::atoi(v);
+    else if (a == "--ctx")
+      ctx = std::atoi(v);
+    else if (a == "--steps")
+      steps = std::atoi(v);
+    else if (a == "--kv-budget-mb")
+      budget_mb = std::atoll(v);
+    else if (a == "--passkey")
+      passkey = std::atoi(v);
+    else if (a == "--passkey-tokens")
+      passkey_tokens = std::atoi(v);
+    else
+      return std::fprintf(stderr, "unknown flag %s\n", a.c_str()), 2;
   }
   auto model = loom::engine::Model::Load(model_path);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
@@ -188,8 +188,11 @@ int main(int argc, char** argv) {
     const int f = Passkey(**backend, **model, **tok, nullptr, passkey, passkey_tokens);
     const int p = Passkey(**backend, **model, **tok, *duo, passkey, passkey_tokens);
     const int q = Passkey(**backend, **model, **tok, *inv, passkey, passkey_tokens);
-    j["passkey"] = {{"prompts", passkey}, {"approx_tokens", passkey_tokens},
-                    {"full_correct", f}, {"duo_correct", p}, {"duo_inverted_gates_correct", q}};
+    j["passkey"] = {{"prompts", passkey},
+                    {"approx_tokens", passkey_tokens},
+                    {"full_correct", f},
+                    {"duo_correct", p},
+                    {"duo_inverted_gates_correct", q}};
     std::printf("passkey (~%d tokens, %d prompts): full %d, duo %d, duo with inverted gates %d\n",
                 passkey_tokens, passkey, f, p, q);
   }

@@ -11,7 +11,6 @@ namespace loom::pipelines::mapreduce {
 namespace {
 
 constexpr auto kPollInterval = std::chrono::milliseconds(50);
-constexpr size_t kMaxCachedGrammars = 64;
 
 }  // namespace
 
@@ -46,18 +45,12 @@ absl::StatusOr<std::vector<int32_t>> EngineGenerator::Prompt(
 
 absl::StatusOr<std::shared_ptr<const grammar::Grammar>> EngineGenerator::CompileGrammar(
     const std::string& gbnf) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (auto it = grammars_.find(gbnf); it != grammars_.end()) return it->second;
-  }
+  // Grammar::Parse returns the cached grammar for a text it compiled recently.
   absl::StatusOr<std::shared_ptr<const grammar::Grammar>> g = grammar::Grammar::Parse(gbnf);
   if (!g.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("the grammar does not compile: ", g.status().message()));
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (grammars_.size() >= kMaxCachedGrammars) grammars_.clear();
-  grammars_.emplace(gbnf, *g);
   return *g;
 }
 

@@ -1,19 +1,17 @@
 // A Generator over a local serving engine (engine/serving): renders the messages with the model's
 // chat template (the GGUF's tokenizer.chat_template), tokenizes, submits one engine::Request and
 // reads its stream to the end. Calls from several threads run in the engine's continuous batch.
-// Grammars are compiled once per distinct text and shared by the calls that use them.
+// Grammars come from Grammar::Parse, which keeps recently compiled texts (and their mask caches).
 //
 //   LOOM_ASSIGN_OR_RETURN(std::unique_ptr<EngineGenerator> gen, EngineGenerator::Create(engine));
 //   LOOM_ASSIGN_OR_RETURN(GenerateResult r, gen->Generate(call));
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "engine/chat_template/chat_template.h"
 #include "engine/serving/engine.h"
@@ -48,8 +46,6 @@ class EngineGenerator : public Generator {
   engine::Engine* const engine_;
   const chat::ChatTemplate template_;
   chat::RenderExtras extras_;
-  std::mutex mu_;
-  absl::flat_hash_map<std::string, std::shared_ptr<const grammar::Grammar>> grammars_;
 };
 
 }  // namespace loom::pipelines::mapreduce

@@ -155,11 +155,6 @@ absl::StatusOr<std::shared_ptr<const grammar::Grammar>> Frontend::CompileConstra
     const OutputConstraint& c) {
   using Kind = OutputConstraint::Kind;
   if (c.kind == Kind::kNone) return std::shared_ptr<const grammar::Grammar>();
-  const std::string key = absl::StrCat(static_cast<int>(c.kind), ":", c.text);
-  {
-    std::lock_guard<std::mutex> lock(grammar_mu_);
-    if (auto it = grammars_.find(key); it != grammars_.end()) return it->second;
-  }
   std::string gbnf;
   if (c.kind == Kind::kJsonObject) {
     gbnf = grammar::AnyJsonObjectGbnf();
@@ -174,10 +169,7 @@ absl::StatusOr<std::shared_ptr<const grammar::Grammar>> Frontend::CompileConstra
   }
   absl::StatusOr<std::shared_ptr<const grammar::Grammar>> g = grammar::Grammar::Parse(gbnf);
   if (!g.ok()) return Invalid(absl::StrCat(c.param, ": ", g.status().message()), c.param);
-  std::lock_guard<std::mutex> lock(grammar_mu_);
-  if (grammars_.size() >= 256) grammars_.clear();
-  grammars_[key] = *g;
-  return *g;
+  return *g;  // Grammar::Parse keeps recent texts compiled, with their mask caches warm
 }
 
 absl::StatusOr<Submission> Frontend::Submit(

@@ -19,15 +19,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/chat_template/chat_template.h"
@@ -129,7 +126,7 @@ class Frontend {
   // InvalidArgument naming `param` when a token id is outside the vocabulary.
   absl::Status CheckTokenIds(std::span<const int32_t> tokens, std::string_view param) const;
 
-  // The constraint compiled (cached by its text: the same schema is compiled once).
+  // The constraint compiled (Grammar::Parse returns recently compiled texts from its cache).
   // InvalidArgument naming constraint.param for a schema or grammar that does not compile.
   absl::StatusOr<std::shared_ptr<const grammar::Grammar>> CompileConstraint(
       const OutputConstraint& constraint);
@@ -153,11 +150,6 @@ class Frontend {
   std::optional<chat::ChatTemplate> chat_template_;
   std::vector<std::string> model_names_;
   int64_t created_ = 0;
-
-  std::mutex grammar_mu_;
-  // Compiled constraints by kind + text; cleared when it grows past a bound.
-  absl::flat_hash_map<std::string, std::shared_ptr<const grammar::Grammar>> grammars_
-      ABSL_GUARDED_BY(grammar_mu_);
 };
 
 }  // namespace loom::server::frontend

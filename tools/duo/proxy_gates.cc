@@ -23,6 +23,7 @@
 #include "engine/model/kv_sequence.h"
 #include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "tools/duo/passkey_prompt.h"
 
 namespace {
 
@@ -30,20 +31,6 @@ using loom::engine::DuoLayout;
 using loom::engine::KvSequence;
 
 constexpr int kSink = 16, kRecent = 64, kScored = 48;
-
-std::string PasskeyPrompt(const std::string& key, int filler_before, int filler_after) {
-  const std::string filler =
-      "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
-      "again. ";
-  std::string s =
-      "There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
-      "it. I will quiz you about the important information there.\n";
-  for (int i = 0; i < filler_before; ++i) s += filler;
-  s += absl::StrCat("The pass key is ", key, ". Remember it. ", key, " is the pass key.\n");
-  for (int i = 0; i < filler_after; ++i) s += filler;
-  s += absl::StrCat("What is the pass key? The pass key is ", key, ".");
-  return s;
-}
 
 // Logits of the last kScored positions.
 std::vector<float> Score(loom::engine::Backend& backend, const loom::engine::Model& model,
@@ -69,9 +56,12 @@ int main(int argc, char** argv) {
   int threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--model") model_path = argv[i + 1];
-    else if (a == "--out") out = argv[i + 1];
-    else if (a == "--threads") threads = std::atoi(argv[i + 1]);
+    if (a == "--model")
+      model_path = argv[i + 1];
+    else if (a == "--out")
+      out = argv[i + 1];
+    else if (a == "--threads")
+      threads = std::atoi(argv[i + 1]);
   }
   auto model = loom::engine::Model::Load(model_path);
   if (!model.ok()) return std::fprintf(stderr, "%s\n", model.status().ToString().c_str()), 1;
@@ -82,7 +72,8 @@ int main(int argc, char** argv) {
   std::vector<std::vector<int32_t>> prompts;
   for (const auto& [key, before, after] :
        std::vector<std::tuple<std::string, int, int>>{{"68521", 3, 40}, {"90173", 12, 30}}) {
-    prompts.push_back((*tok)->Encode(PasskeyPrompt(key, before, after), true, false));
+    prompts.push_back((*tok)->Encode(loom::duo::PasskeyPrompt(key, before, after) + " " + key + ".",
+                                     true, false));
     std::fprintf(stderr, "prompt %zu: %zu tokens\n", prompts.size(), prompts.back().size());
   }
   std::vector<std::vector<float>> full;
