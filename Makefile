@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build serve chat test test-unit bench bench-grammar bench-duo fuzz clean
+.PHONY: all deps model build serve chat test test-unit bench bench-grammar bench-duo bench-niah bench-attention fuzz clean
 
 all: build
 
@@ -44,6 +44,15 @@ bench-grammar: build model
 bench-duo: build model
 	$(BUILD)/bench/duo_memory/bench_duo_memory --model $(MODEL) --threads 2 --steps 64 \
 	  --passkey 8 --out bench/results/duo_memory.json
+
+# DuoAttention: Needle in a Haystack, full attention vs 25/50/75% streaming heads, 1K-8K tokens x
+# 10 depths (about an hour on 2 free cores; NIAH_FLAGS=--quick for a few minutes).
+NIAH_FLAGS ?=
+bench-niah: build model
+	.venv/bin/python bench/niah/run.py --build $(BUILD) --model $(MODEL) --threads 2 $(NIAH_FLAGS)
+
+bench-attention: build
+	$(BUILD)/bench/attention/bench_attention --out bench/results/attention.json
 
 # libFuzzer on the GGUF reader for FUZZ_SECONDS (clang; see fuzz/CMakeLists.txt).
 FUZZ_SECONDS ?= 60

@@ -84,5 +84,17 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
                          float* scores, float* out);
+// Several query rows over one head's paged K and V, read once for all of them: the query heads of
+// a GQA group and consecutive tokens of one sequence. Row r sees positions [0, n_kv[r]) and
+// writes head_dim floats to out[r], bit-identical to AttentionHeadBlocks on that row (the same
+// additions in the same order). Scratch is the kernels' own (per thread).
+//
+//   const float* q[] = {q_h0, q_h1, q_h2};  float* out[] = {o_h0, o_h1, o_h2};
+//   const int64_t n[] = {pos + 1, pos + 1, pos + 1};
+//   AttentionRowsBlocks(q, out, n, 3, k_blocks, v_blocks, kvh * hd, bs, kv_dim, hd, scale);
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale);
 
 }  // namespace loom::kernels

@@ -14,6 +14,7 @@
 #include "engine/model/backend.h"
 #include "engine/model/model.h"
 #include "engine/tokenizer/tokenizer.h"
+#include "server/duo_options.h"
 #include "server/flags.h"
 
 namespace loom::server {
@@ -30,6 +31,7 @@ struct CliOptions {
   bool show_stats = true;
   int threads = 0;
   int ctx = 4096;
+  DuoOptions duo;  // --duo-pattern / --duo-sparsity, as `loom serve` takes them
   engine::GenerateOptions gen;
 };
 
@@ -93,9 +95,14 @@ absl::StatusOr<CliOptions> ParseArgs(const std::vector<std::string>& args, bool 
       LOOM_RETURN_IF_ERROR(ParseNumber(a, v, &seed));
       s.seed = seed;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
+      bool duo_flag = false;
+      if (a.starts_with("--")) {
+        LOOM_ASSIGN_OR_RETURN(duo_flag, ApplyDuoSetting(a.substr(2), v, &o.duo));
+      }
+      if (!duo_flag) return absl::InvalidArgumentError(absl::StrCat("unknown flag ", a));
     }
   }
+  LOOM_RETURN_IF_ERROR(o.duo.Validate());
   if (o.ctx <= 0) return absl::InvalidArgumentError("--ctx must be positive");
   if (o.gen.max_tokens < 0) return absl::InvalidArgumentError("--max-tokens must be >= 0");
   LOOM_RETURN_IF_ERROR(o.gen.sampling.Validate());
@@ -108,6 +115,7 @@ struct Session {
   std::unique_ptr<tokenizer::Tokenizer> tokenizer;
   std::optional<chat::ChatTemplate> chat_template;
   std::unique_ptr<engine::Backend> backend;
+  std::shared_ptr<const engine::DuoLayout> duo;  // null: plain attention
   std::unique_ptr<engine::KvSequence> kv;
 };
 
@@ -120,8 +128,12 @@ absl::StatusOr<Session> Load(const CliOptions& o) {
   }
   LOOM_ASSIGN_OR_RETURN(s.backend, engine::CreateBackend(o.backend, *s.model,
                                                          {.n_threads = o.threads}));
+  LOOM_ASSIGN_OR_RETURN(s.duo, LoadDuoLayout(o.duo, s.model->config()));
+  if (s.duo != nullptr) {
+    std::fprintf(stderr, "loom: %s\n", DescribeDuo(o.duo, *s.duo, s.model->config()).c_str());
+  }
   const int ctx = std::min(o.ctx, s.model->config().context_length);
-  s.kv = std::make_unique<engine::KvSequence>(s.model->config(), ctx);
+  s.kv = std::make_unique<engine::KvSequence>(s.model->config(), ctx, s.duo);
   return s;
 }
 
@@ -205,6 +217,12 @@ int RunChat(const std::vector<std::string>& args) {
     // tokens already computed.
     size_t keep = 0;
     while (keep < cached.size() && keep + 1 < ids.size() && cached[keep] == ids[keep]) ++keep;
+    // Streaming heads keep only sink + recent positions in a ring that later positions overwrite:
+    // a cut inside what the cache holds cannot be resumed, so the turn is computed from scratch.
+    if (session->duo != nullptr && session->duo->HasStreaming() &&
+        keep < static_cast<size_t>(session->kv->size())) {
+      keep = 0;
+    }
     session->kv->Truncate(static_cast<int>(keep));
     auto result = Run(*session, *opts, ids);
     if (!result.ok()) {

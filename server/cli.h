@@ -1,8 +1,10 @@
 // The `loom generate` and `loom chat` subcommands: a model in the terminal, streaming text and
-// reporting prefill and decode speed.
+// reporting prefill and decode speed; DuoAttention with the same flags as `loom serve`
+// (server/duo_options.h).
 //
 //   loom generate --model models/SmolLM2-135M-Instruct.Q4_1.gguf --prompt "Hello" --chat
 //   loom chat --model models/SmolLM2-135M-Instruct.Q4_1.gguf
+//   loom generate --prompt "Hello" --duo-pattern config/duo_attention/X.json --duo-sparsity 0.5
 #pragma once
 
 #include <string>

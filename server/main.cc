@@ -16,6 +16,7 @@ constexpr char kUsageHead[] =
     "            [--top-k K] [--top-p P] [--min-p P] [--repeat-penalty R]\n"
     "            [--presence-penalty P] [--frequency-penalty F] [--seed S] [--stop S]\n"
     "            [--threads N] [--ctx N] [--model PATH] [--backend cpu] [--ignore-eos]\n"
+    "            [--duo-pattern FILE.json (DuoAttention; default off)] [--duo-sparsity S (0.5)]\n"
     "  chat      interactive chat with the model (same flags, no --prompt)\n";
 
 std::string Usage() {

@@ -202,7 +202,7 @@ int RunMapReduceCli(const std::vector<std::string>& args) {
                         {"rationale", c.rationale},
                         {"answer", c.answer},
                         {"confidence", c.confidence},
-                        {"no_information", c.no_information}});
+                        {"no_information", c.no_information}, {"grounded", c.grounded}});
     }
     json out = {{"answer", r->answer},
                 {"rationale", r->rationale},

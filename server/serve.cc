@@ -21,10 +21,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/status_macros.h"
-#include "engine/kv_cache/kv_block_manager.h"
-#include "engine/model/duo_pattern.h"
 #include "engine/model/model.h"
 #include "engine/serving/engine.h"
+#include "server/duo_options.h"
 #include "server/flags.h"
 #include "server/frontend/frontend.h"
 #include "server/grpc/grpc_server.h"
@@ -127,12 +126,9 @@ absl::Status Apply(std::string name, const std::string& v, ServeOptions* o) {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.load_delay_ms));
   } else if (name == "max-model-len") {
     LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.max_model_len));
-  } else if (name == "duo-pattern") {
-    e.duo_pattern = v;
-  } else if (name == "duo-sparsity") {
-    LOOM_RETURN_IF_ERROR(ParseNumber(flag, v, &e.duo_sparsity));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown setting ", flag));
+    LOOM_ASSIGN_OR_RETURN(const bool duo_setting, ApplyDuoSetting(name, v, &e.duo));
+    if (!duo_setting) return absl::InvalidArgumentError(absl::StrCat("unknown setting ", flag));
   }
   return absl::OkStatus();
 }
@@ -209,10 +205,7 @@ absl::Status Validate(const ServeOptions& o) {
   if (o.engine.max_model_len < 0) {
     return absl::InvalidArgumentError("--max-model-len must be >= 0");
   }
-  if (!(o.engine.duo_sparsity >= 0 && o.engine.duo_sparsity <= 1)) {
-    return absl::InvalidArgumentError("--duo-sparsity must be in [0, 1]");
-  }
-  return absl::OkStatus();
+  return o.engine.duo.Validate();
 }
 
 int Fail(const absl::Status& status) {
@@ -373,23 +366,11 @@ int RunServe(const std::vector<std::string>& args) {
     cfg.max_waiting = o.engine.max_waiting;
     cfg.kv_cache_bytes = o.engine.kv_cache_mb << 20;
     cfg.max_tokens_cap = o.engine.max_tokens_cap;
-    if (!o.engine.duo_pattern.empty()) {
-      LOOM_ASSIGN_OR_RETURN(engine::DuoPattern pattern,
-                            engine::DuoPattern::LoadJson(o.engine.duo_pattern));
-      LOOM_ASSIGN_OR_RETURN(cfg.duo, pattern.Layout(model->config(), o.engine.duo_sparsity));
-      const engine::DuoLayout& d = *cfg.duo;
-      std::fprintf(stderr,
-                   "loom serve: DuoAttention %s, sparsity %.2f: %d of %d KV heads streaming "
-                   "(sink %d, recent %d); per layer: %s; paged KV %lld bytes/token (full %lld), "
-                   "streaming KV %lld bytes/sequence%s\n",
-                   o.engine.duo_pattern.c_str(), o.engine.duo_sparsity, d.TotalStreaming(),
-                   d.n_layers() * d.n_kv_heads(), d.sink(), d.recent(),
-                   d.StreamingPerLayer().c_str(),
-                   static_cast<long long>(d.RetrievalBytesPerToken()),
-                   static_cast<long long>(kv::KvBytesPerToken(model->config().n_layers,
-                                                              model->config().kv_dim())),
-                   static_cast<long long>(d.StreamingBytesPerSequence()),
-                   d.HasStreaming() ? "; prefix caching off" : "");
+    LOOM_ASSIGN_OR_RETURN(cfg.duo, LoadDuoLayout(o.engine.duo, model->config()));
+    if (cfg.duo != nullptr) {
+      std::fprintf(stderr, "loom serve: %s%s\n",
+                   DescribeDuo(o.engine.duo, *cfg.duo, model->config()).c_str(),
+                   cfg.duo->HasStreaming() ? "; prefix caching off" : "");
     }
     LOOM_ASSIGN_OR_RETURN(eng, engine::Engine::Create(cfg, std::move(model)));
     const std::string stem = std::filesystem::path(o.engine.model).stem().string();

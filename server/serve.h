@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "server/duo_options.h"
 
 namespace loom::server {
 
@@ -49,10 +50,8 @@ struct ServeOptions {
     int64_t kv_cache_mb = 1024;
     int max_tokens_cap = 4096;
     int load_delay_ms = 0;  // wait before loading (to test readiness probes)
-    // DuoAttention (docs/duo_attention.md): a pattern JSON (gates TSV + sink/recent), off when
-    // empty; the fraction of KV heads (lowest gates first) that become streaming heads.
-    std::string duo_pattern;
-    double duo_sparsity = 0.5;
+    // DuoAttention (docs/duo_attention.md): --duo-pattern (off when empty), --duo-sparsity.
+    DuoOptions duo;
   } engine;
 };
 

@@ -67,9 +67,18 @@ def run_mapreduce(client, url, ex, args):
         return {"pred": "", "error": f"HTTP {r.status_code}: {r.text[:200]}", "seconds": wall,
                 "tokens": 0}
     body = r.json()
+    gold = [str(a) for a in ex["answer"]]
+    # Per-chunk notes, to tell a map that missed the value from a reduce that dropped it.
+    notes = [{"index": c["index"], "confidence": c["confidence"], "grounded": c.get("grounded"),
+              "no_information": c["no_information"],
+              "value_in_extracted": any(g in c["extracted_information"] for g in gold),
+              "value_in_answer": any(g in c["answer"] for g in gold)}
+             for c in body.get("chunks", [])]
     return {"pred": body["answer"], "seconds": wall, "tokens": body["usage"]["total_tokens"],
             "num_chunks": body["num_chunks"], "collapse_rounds": body["collapse_rounds"],
-            "confidence": body["confidence"]}
+            "confidence": body["confidence"], "rationale": body.get("rationale", ""),
+            "map_found": any(n["value_in_extracted"] or n["value_in_answer"] for n in notes),
+            "map_found_answer": any(n["value_in_answer"] for n in notes), "notes": notes}
 
 
 def run_truncated(client, url, ex, task, window, args):
@@ -92,10 +101,17 @@ def summarize(rows, task):
     scores = [infinitebench.score_one(task, r["pred"], r["answer"]) for r in rows]
     for r, s in zip(rows, scores):
         r["score"] = s
-    return {"accuracy": 100.0 * sum(scores) / max(1, len(scores)), "n": len(rows),
+    out = {"accuracy": 100.0 * sum(scores) / max(1, len(scores)), "n": len(rows),
             "errors": sum(1 for r in rows if r.get("error")),
             "seconds_total": sum(r["seconds"] for r in rows),
             "tokens_total": sum(r["tokens"] for r in rows)}
+    if rows and "map_found" in rows[0]:
+        # Share of examples where some map note held the value (in Extracted Information or
+        # Answer), and where some note's Answer did: the reduce can only pick what the map found.
+        out["map_found"] = 100.0 * sum(r.get("map_found", False) for r in rows) / len(rows)
+        out["map_found_answer"] = 100.0 * sum(r.get("map_found_answer", False)
+                                              for r in rows) / len(rows)
+    return out
 
 
 def plot(result, path):
@@ -108,7 +124,8 @@ def plot(result, path):
         cells = sorted((c for c in result["cells"] if c["task"] == task), key=lambda c: c["length"])
         xs = [c["length"] // 1024 for c in cells]
         ax.plot(xs, [c["mapreduce"]["accuracy"] for c in cells], "o-", label="Loom×MapReduce")
-        ax.plot(xs, [c["truncation"]["accuracy"] for c in cells], "s--", label="truncated")
+        if all(c["truncation"]["n"] for c in cells):
+            ax.plot(xs, [c["truncation"]["accuracy"] for c in cells], "s--", label="truncated")
         ax.set_title(task)
         ax.set_xlabel("document length (K tokens)")
         ax.set_ylabel("accuracy (%)")
@@ -136,6 +153,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--context-window", type=int, default=4096, help="MapReduce's L")
     ap.add_argument("--max-tokens", type=int, default=300, help="per MapReduce call")
+    ap.add_argument("--no-truncation", action="store_true",
+                    help="skip the truncation baseline (it costs as much as MapReduce at 16K)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
     args = ap.parse_args()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
@@ -159,10 +178,12 @@ def main():
                         row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
                         mr_rows.append(row)
                         print(f"  {task} {length} #{i}: mapreduce {row['pred'][:60]!r} "
-                              f"(answer {ex['answer'][0]}) {row['seconds']:.0f} s", flush=True)
+                              f"(answer {ex['answer'][0]}; map found it: "
+                              f"{row.get('map_found')}) {row['seconds']:.0f} s", flush=True)
                     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                        futs = [pool.submit(run_truncated, client, url, ex, task, window, args)
-                                for ex in examples]
+                        futs = [] if args.no_truncation else [
+                            pool.submit(run_truncated, client, url, ex, task, window, args)
+                            for ex in examples]
                         for ex, f in zip(examples, futs):
                             row = f.result()
                             row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
@@ -172,7 +193,10 @@ def main():
                             "truncation": summarize(tr_rows, task),
                             "examples": {"mapreduce": mr_rows, "truncation": tr_rows}}
                     result["cells"].append(cell)
+                    with open(args.out, "w") as f:  # partial results survive a stopped run
+                        json.dump(result, f, indent=2)
                     print(f"{task:14s} {length:>5s}: MapReduce {cell['mapreduce']['accuracy']:5.1f}% "
+                          f"(map found the value in {cell['mapreduce'].get('map_found', 0):.0f}%) "
                           f"({cell['mapreduce']['seconds_total']:.0f} s, "
                           f"{cell['mapreduce']['tokens_total']} tokens) | truncated "
                           f"{cell['truncation']['accuracy']:5.1f}% "

@@ -44,6 +44,19 @@ class CpuBackend final : public Backend {
   // DuoAttention: the chunk's new streaming-head rows that stay (the first sink positions and the
   // last `recent`) go into each sequence's StreamingKv, after the layer's attention read them.
   void StoreStreaming(std::span<const SeqBatch> batch, int layer);
+  // DuoAttention: query head h of token t through its streaming KV head (sink + recent only).
+  void StreamingHead(std::span<const SeqBatch> batch, int layer, int64_t t, int h, int thread,
+                     float scale, float* scores);
+
+  // Attention work item: KV head `kv_head` of entry `seq` for its tokens [begin, end).
+  struct AttnTask {
+    int seq, kv_head, begin, end;
+  };
+  // Query rows per retrieval-head work item (a GQA group times a tile of tokens): enough to reuse
+  // each K/V tile many times, few enough that the rows' scores stay in L2.
+  static constexpr int kAttnRowsPerTask = 48;
+  static constexpr int kMaxAttnRows = 256;
+  std::vector<AttnTask> attn_tasks_;
 
   const Model& model_;
   const ModelConfig& cfg_;
@@ -120,6 +133,43 @@ void CpuBackend::StoreStreaming(std::span<const SeqBatch> batch, int li) {
       }
     }
   }
+}
+
+void CpuBackend::StreamingHead(std::span<const SeqBatch> batch, int li, int64_t t, int h,
+                               int thread, float scale, float* scores) {
+  const int64_t qd = cfg_.q_dim();
+  const int64_t kvd = cfg_.kv_dim();
+  const int hd = cfg_.head_dim;
+  const int kvh = h / (cfg_.n_heads / cfg_.n_kv_heads);
+  const int si = tok_seq_[t];
+  KvView* kv = batch[si].kv;
+  const DuoLayout* duo = kv->duo();
+  const int pos = tok_pos_[t];
+  // The sink positions and the `recent` up to this token's own, read from the ring (earlier
+  // chunks) or this chunk's rows, in position order.
+  const kernels::fp16_t** krows = &stream_rows_[static_cast<size_t>(thread) * 2 * scratch_window_];
+  const kernels::fp16_t** vrows = krows + scratch_window_;
+  StreamingKv* sk = kv->streaming();
+  const int start = kv->size();
+  const size_t ring_off = static_cast<size_t>(duo->Slot(li, kvh)) * hd;
+  const int sink_end = std::min(duo->sink(), pos + 1);
+  const int recent_begin = std::max(duo->sink(), pos + 1 - duo->recent());
+  int n = 0;
+  auto add = [&](int p) {
+    if (p < start) {
+      krows[n] = sk->K(li, p) + ring_off;
+      vrows[n] = sk->V(li, p) + ring_off;
+    } else {
+      const int64_t row = (tok_begin_[si] + (p - start)) * kvd + kvh * hd;
+      krows[n] = &k16_[row];
+      vrows[n] = &v16_[row];
+    }
+    ++n;
+  };
+  for (int p = 0; p < sink_end; ++p) add(p);
+  for (int p = recent_begin; p <= pos; ++p) add(p);
+  kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], krows, vrows, 0, 1, 0, n, hd, scale, scores,
+                               &attn_[t * qd + h * hd]);
 }
 
 void CpuBackend::Quantize(DType w, const float* x, int64_t k, int64_t T, QuantizedActs* q) {
@@ -207,6 +257,10 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
   const int64_t kvd = c.kv_dim();
   const int64_t hd = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
+  if (group > kMaxAttnRows) {
+    return absl::UnimplementedError(absl::StrCat("more than ", kMaxAttnRows,
+                                                 " query heads per KV head"));
+  }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
   // Embeddings and the token -> (sequence, position) map.
@@ -283,52 +337,58 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
         v_blocks_.push_back(s.kv->VBlock(li, b));
       }
     }
-    pool_.ParallelFor(T * c.n_heads, [&](int64_t b, int64_t e, int thread) {
+    // Work items: one KV head of one entry over a tile of its tokens; a retrieval head serves its
+    // query heads and tokens with one pass over K and V. Tiles go in zig-zag order (first, last,
+    // second, ...) so the contiguous halves the pool hands out carry similar causal lengths.
+    attn_tasks_.clear();
+    const int tile = std::max(1, kAttnRowsPerTask / group);
+    for (size_t si = 0; si < batch.size(); ++si) {
+      const int n = static_cast<int>(batch[si].tokens.size());
+      const int n_tiles = (n + tile - 1) / tile;
+      for (int lo = 0, hi = n_tiles - 1; lo <= hi; ++lo, --hi) {
+        for (int i : {lo, hi}) {
+          for (int kvh = 0; kvh < c.n_kv_heads; ++kvh) {
+            attn_tasks_.push_back({static_cast<int>(si), kvh, i * tile, std::min(n, (i + 1) * tile)});
+          }
+          if (lo == hi) break;
+        }
+      }
+    }
+    pool_.ParallelFor(static_cast<int64_t>(attn_tasks_.size()), [&](int64_t b, int64_t e,
+                                                                    int thread) {
       float* scores = &scores_[static_cast<size_t>(thread) * scratch_ctx_];
       for (int64_t task = b; task < e; ++task) {
-        const int64_t t = task / c.n_heads;
-        const int h = static_cast<int>(task % c.n_heads);
-        const int kvh = h / group;
-        const int si = tok_seq_[t];
+        const AttnTask& at = attn_tasks_[task];
+        const int si = at.seq;
+        const int kvh = at.kv_head;
         KvView* kv = batch[si].kv;
         const DuoLayout* duo = kv->duo();
-        const int pos = tok_pos_[t];
         if (duo != nullptr && duo->IsStreaming(li, kvh)) {
-          // Streaming head: the sink positions and the `recent` up to this token's own, read
-          // from the ring (earlier chunks) or this chunk's rows, in position order.
-          const kernels::fp16_t** krows =
-              &stream_rows_[static_cast<size_t>(thread) * 2 * scratch_window_];
-          const kernels::fp16_t** vrows = krows + scratch_window_;
-          StreamingKv* sk = kv->streaming();
-          const int start = kv->size();
-          const size_t ring_off = static_cast<size_t>(duo->Slot(li, kvh)) * hd;
-          const int sink_end = std::min(duo->sink(), pos + 1);
-          const int recent_begin = std::max(duo->sink(), pos + 1 - duo->recent());
-          int n = 0;
-          auto add = [&](int p) {
-            if (p < start) {
-              krows[n] = sk->K(li, p) + ring_off;
-              vrows[n] = sk->V(li, p) + ring_off;
-            } else {
-              const int64_t row = (tok_begin_[si] + (p - start)) * kvd + kvh * hd;
-              krows[n] = &k16_[row];
-              vrows[n] = &v16_[row];
+          for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
+            for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+              StreamingHead(batch, li, t, h, thread, scale, scores);
             }
-            ++n;
-          };
-          for (int p = 0; p < sink_end; ++p) add(p);
-          for (int p = recent_begin; p <= pos; ++p) add(p);
-          kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], krows, vrows, 0, 1, 0, n, hd, scale,
-                                       scores, &attn_[t * qd + h * hd]);
+          }
           continue;
+        }
+        // Retrieval (or plain) head: its query heads × the tile's tokens, causal per token.
+        const float* qs[kMaxAttnRows];
+        float* outs[kMaxAttnRows];
+        int64_t n_kv[kMaxAttnRows];
+        int rows = 0;
+        for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
+          for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+            qs[rows] = &q_[t * qd + h * hd];
+            outs[rows] = &attn_[t * qd + h * hd];
+            n_kv[rows] = tok_pos_[t] + 1;
+            ++rows;
+          }
         }
         const size_t head_offset =
             static_cast<size_t>(duo != nullptr ? duo->Slot(li, kvh) : kvh) * hd;
-        const int n_kv = pos + 1;  // causal: positions up to this token's own
-        kernels::AttentionHeadBlocks(&q_[t * qd + h * hd], &k_blocks_[blk_begin_[si]],
+        kernels::AttentionRowsBlocks(qs, outs, n_kv, rows, &k_blocks_[blk_begin_[si]],
                                      &v_blocks_[blk_begin_[si]], head_offset, kv->block_size(),
-                                     kv->RowElems(li), n_kv, hd, scale, scores,
-                                     &attn_[t * qd + h * hd]);
+                                     kv->RowElems(li), hd, scale);
       }
     });
     StoreStreaming(batch, li);

@@ -165,6 +165,18 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
     e->stats_.kv_retrieval_capacity_bytes = e->kv_pool_->bytes();
     e->stats_.kv_streaming_capacity_bytes =
         e->streaming_.empty() ? 0 : config.max_num_seqs * e->streaming_[0]->bytes();
+    EngineStats::Duo& duo = e->stats_.duo;
+    duo.total_kv_heads = mc.n_layers * mc.n_kv_heads;
+    duo.prefix_caching = !streaming;
+    if (config.duo != nullptr) {
+      duo.enabled = true;
+      duo.sink = config.duo->sink();
+      duo.recent = config.duo->recent();
+      duo.streaming_kv_heads = config.duo->TotalStreaming();
+      duo.sparsity = duo.total_kv_heads > 0
+                         ? static_cast<double>(duo.streaming_kv_heads) / duo.total_kv_heads
+                         : 0;
+    }
   }
   e->loop_ = std::thread([raw = e.get()] { raw->Loop(); });
   return e;

@@ -138,6 +138,16 @@ struct EngineStats {
   // The same at capacity: the whole block pool, and max_num_seqs streaming caches.
   int64_t kv_retrieval_capacity_bytes = 0;
   int64_t kv_streaming_capacity_bytes = 0;
+  // DuoAttention's head pattern (EngineConfig::duo), fixed at Create().
+  struct Duo {
+    bool enabled = false;        // a layout was given (it may have no streaming heads)
+    double sparsity = 0;         // streaming_kv_heads / total_kv_heads
+    int sink = 0;                // positions a streaming head keeps from the start...
+    int recent = 0;              // ...and from the end (0 and 0 when off)
+    int streaming_kv_heads = 0;  // over all layers
+    int total_kv_heads = 0;      // n_layers x n_kv_heads (whether on or off)
+    bool prefix_caching = true;  // off when any head streams
+  } duo;
 };
 
 // Per-request timings the engine reports when a request ends (for latency metrics).

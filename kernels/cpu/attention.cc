@@ -44,6 +44,20 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
   for (int64_t d = 0; d < head_dim; ++d) out[d] = static_cast<float>(acc[d]);
 }
 
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale) {
+  int64_t max_n = 0;
+  for (int64_t r = 0; r < n_rows; ++r) max_n = std::max(max_n, n_kv[r]);
+  auto* scores = reinterpret_cast<float*>(
+      Scratch(kScratchRowsS, static_cast<size_t>(std::max<int64_t>(max_n, 1)) * sizeof(float)));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    AttentionHeadBlocks(q[r], k_blocks, v_blocks, head_offset, block_size, kv_stride, n_kv[r],
+                        head_dim, scale, scores, out[r]);
+  }
+}
+
 }  // namespace cpu::scalar
 
 void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
@@ -56,6 +70,18 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
   }
   cpu::scalar::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size, kv_stride, n_kv,
                                    head_dim, scale, scores, out);
+}
+
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale) {
+  if (cpu::UseAvx2()) {
+    return cpu::avx2::AttentionRowsBlocks(q, out, n_kv, n_rows, k_blocks, v_blocks, head_offset,
+                                          block_size, kv_stride, head_dim, scale);
+  }
+  cpu::scalar::AttentionRowsBlocks(q, out, n_kv, n_rows, k_blocks, v_blocks, head_offset,
+                                   block_size, kv_stride, head_dim, scale);
 }
 
 void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,

@@ -37,6 +37,9 @@ enum ScratchSlot : int {
   kScratchMatX = 2,     // MatMulRows: activations repacked for the kernel
   kScratchMatTile = 3,  // MatMulRows: per-token-tile scale vectors
   kScratchMatW = 4,     // MatMulRows: weight scales of a chunk of rows
+  kScratchRowsQ = 5,    // AttentionRowsBlocks: the rows' q rounded to fp16
+  kScratchRowsS = 6,    // AttentionRowsBlocks: the rows' scores / probabilities
+  kScratchRowsKv = 7,   // AttentionRowsBlocks: one tile of K (transposed) or V in f32
 };
 
 // Dot of k elements of one weight row with one activation row (ggml's vec_dot_<w>_<x>).
@@ -63,6 +66,10 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
                          float* scores, float* out);
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale);
 }  // namespace scalar
 
 // AVX2 + FMA + F16C code (the *_avx2.cc files); call only when UseAvx2().
@@ -91,6 +98,10 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
                          float* scores, float* out);
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale);
 }  // namespace avx2
 
 }  // namespace loom::kernels::cpu

@@ -234,11 +234,14 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
     LOOM_RETURN_IF_ERROR(Parallel(n, [&](int g) -> absl::Status {
       std::vector<ChunkResult> group;
       for (int i : (*groups)[g]) group.push_back((*evidence)[i]);
+      SortForReading(&group);  // groups are consecutive chunks; within one, best evidence first
+      const std::string notes = FormatEvidence(group);
       const uint64_t seed = (static_cast<uint64_t>(round) << 32) | static_cast<uint64_t>(g);
       LOOM_ASSIGN_OR_RETURN(GenerateResult out,
-                            Call(FillTemplate(prompts_.collapse, FormatEvidence(group), question_),
+                            Call(FillTemplate(prompts_.collapse, notes, question_),
                                  structured_grammar_, seed));
       merged[g] = ParseChunkResult(out.text, g);
+      MarkGrounded(&merged[g], notes, question_);
       std::lock_guard<std::mutex> lock(progress_mu_);
       Emit({"collapse", ++done, n, round, merged[g]});
       return absl::OkStatus();
@@ -303,6 +306,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
                                structured_grammar_, static_cast<uint64_t>(i)));
     ChunkResult r = ParseChunkResult(out.text, i);
     CapUnlessLiteral(&r, chunks[i].text, TaskScoreCap(opts_.task));
+    MarkGrounded(&r, chunks[i].text, question_);
     std::lock_guard<std::mutex> lock(progress_mu_);
     result.chunks[i] = r;
     Emit({"map", ++done, n, 0, std::move(r)});
@@ -319,14 +323,11 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
     std::lock_guard<std::mutex> lock(progress_mu_);
     Emit({"reduce", 0, 1, 0, std::nullopt});
   }
-  // The reduce call reads the evidence best first (stable: ties keep document order). The paper
-  // keeps chunk order and asks the model to prefer 5-point items; a 135M model copies the first
-  // item it reads instead, so putting the most confident one there is what makes it prefer it
-  // (docs/mapreduce.md, "Differences").
-  std::stable_sort(evidence.begin(), evidence.end(),
-                   [](const ChunkResult& a, const ChunkResult& b) {
-                     return a.confidence > b.confidence;
-                   });
+  // The reduce call reads the evidence best first: grounded, then by score (stable: ties keep
+  // document order). The paper keeps chunk order and asks the model to prefer 5-point items; a
+  // 135M model copies the first item it reads instead, and its scores say little, so a note whose
+  // evidence is copied from the document goes first (docs/mapreduce.md, "Differences").
+  SortForReading(&evidence);
   const std::string context = evidence.empty() ? kNothingFound : FormatEvidence(evidence);
   absl::StatusOr<GenerateResult> out =
       Call(FillTemplate(prompts_.reduce, context, question_), reduce_grammar_, ~uint64_t{0});

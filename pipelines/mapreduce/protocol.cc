@@ -118,6 +118,29 @@ std::string Normalize(std::string_view s) {
   return out;
 }
 
+// English function words of three or more letters, which say nothing about a topic.
+bool IsStopWord(std::string_view w) {
+  static constexpr std::string_view kWords[] = {
+      "the", "and", "are", "was", "were", "what", "which", "who", "whom", "whose", "where",
+      "when", "why", "how", "this", "that", "these", "those", "for", "with", "from", "does",
+      "did", "has", "have", "had", "its", "his", "her", "their", "our", "your", "you", "can",
+      "will", "would", "should", "could", "not", "but", "all", "any", "about", "into", "than",
+      "then", "there", "they", "them", "she", "him", "been", "being", "some", "such", "only"};
+  return std::find(std::begin(kWords), std::end(kWords), w) != std::end(kWords);
+}
+
+// `word` occurs in `text` with no letter or digit on either side.
+bool ContainsWord(std::string_view text, std::string_view word) {
+  for (size_t at = text.find(word); at != std::string_view::npos; at = text.find(word, at + 1)) {
+    const size_t end = at + word.size();
+    if ((at == 0 || !absl::ascii_isalnum(static_cast<unsigned char>(text[at - 1]))) &&
+        (end == text.size() || !absl::ascii_isalnum(static_cast<unsigned char>(text[end])))) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
@@ -131,6 +154,40 @@ bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
   }
   r->confidence = cap;
   return true;
+}
+
+void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question) {
+  std::string text = Normalize(r->extracted);
+  while (!text.empty() && (text.back() == '.' || text.back() == '"')) text.pop_back();
+  while (!text.empty() && text.front() == '"') text.erase(0, 1);
+  r->grounded = false;
+  if (text.size() < 12 || IsNoInformation(text) ||
+      Normalize(source).find(text) == std::string::npos) {
+    return;
+  }
+  // Words of the question (letters and digits, 3 or more, lower case) found in the text.
+  const std::string q = Normalize(question);
+  for (size_t i = 0; i < q.size();) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(q[i]))) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < q.size() && absl::ascii_isalnum(static_cast<unsigned char>(q[j]))) ++j;
+    const std::string_view word = std::string_view(q).substr(i, j - i);
+    if (word.size() >= 3 && !IsStopWord(word) && ContainsWord(text, word)) {
+      r->grounded = true;
+      return;
+    }
+    i = j;
+  }
+}
+
+void SortForReading(std::vector<ChunkResult>* results) {
+  std::stable_sort(results->begin(), results->end(), [](const ChunkResult& a, const ChunkResult& b) {
+    if (a.grounded != b.grounded) return a.grounded;
+    return a.confidence > b.confidence;
+  });
 }
 
 bool IsNoInformation(std::string_view answer) {

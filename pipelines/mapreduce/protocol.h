@@ -36,6 +36,8 @@ struct ChunkResult {
   bool no_information = false;  // the answer says kNoInformation
   bool parsed = false;          // every field and a score were found; else the raw text is kept
                                 // in `extracted` and the score is 0
+  bool grounded = false;        // `extracted` appears word for word in what the call read
+                                // (MarkGrounded)
 };
 
 // The reduce output.
@@ -55,6 +57,18 @@ ReduceOutput ParseReduceOutput(std::string_view text);
 // for word in `source` (the chunk it came from; case, white space runs and a trailing period are
 // ignored). Otherwise the score drops to `cap`. Returns true when it capped.
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
+
+// Sets r->grounded: the Extracted Information, which the prompts ask to copy exactly, is found word
+// for word in `source` (the chunk, or the notes a collapse read; compared as CapUnlessLiteral
+// does), is at least 12 characters, is not [NO INFORMATION], and shares a word of three or more
+// letters, other than a function word (the, what, ...), with `question` (so a copied but unrelated sentence does not count). A small model's
+// scores say little (SmolLM2-135M scored its correct pass-key notes 0.0 and invented ones 4.5),
+// but whether it copied or invented its evidence can be checked.
+void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question);
+
+// The order in which collapse and reduce prompts list results: grounded ones first, then by
+// confidence, both descending; ties keep document order (stable).
+void SortForReading(std::vector<ChunkResult>* results);
 
 // The four protocol lines of a result (the score with one decimal).
 std::string FormatChunkResult(const ChunkResult& r);

@@ -18,6 +18,7 @@ void FillChunk(const mr::ChunkResult& c, loom::v1::ChunkInfo* out) {
   out->set_answer(c.answer);
   out->set_confidence(c.confidence);
   out->set_no_information(c.no_information);
+  out->set_grounded(c.grounded);
 }
 
 }  // namespace

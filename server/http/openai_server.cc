@@ -584,6 +584,7 @@ void OpenAiServer::HandleDetokenize(const HttpRequest& req, HttpResponse* res) {
 void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
   if (!Admit(req, res)) return;
   const engine::EngineStats s = fe_->engine()->Stats();
+  const engine::EngineStats::Duo& d = s.duo;
   SetJson({{"num_running", s.num_running},
            {"num_waiting", s.num_waiting},
            {"kv_cache_usage", s.kv_cache_usage},
@@ -593,6 +594,18 @@ void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
            {"prefix_cache_hits", s.prefix_cache_hits},
            {"preemptions", s.preemptions},
            {"steps", s.steps},
+           {"kv_retrieval_bytes", s.kv_retrieval_bytes},
+           {"kv_streaming_bytes", s.kv_streaming_bytes},
+           {"kv_retrieval_capacity_bytes", s.kv_retrieval_capacity_bytes},
+           {"kv_streaming_capacity_bytes", s.kv_streaming_capacity_bytes},
+           {"duo_attention",
+            {{"enabled", d.enabled},
+             {"sparsity", d.sparsity},
+             {"sink", d.sink},
+             {"recent", d.recent},
+             {"streaming_kv_heads", d.streaming_kv_heads},
+             {"total_kv_heads", d.total_kv_heads},
+             {"prefix_caching", d.prefix_caching}}},
            {"http_requests_in_flight", fe_->in_flight()}},
           res);
 }

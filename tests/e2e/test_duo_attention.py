@@ -1,6 +1,6 @@
 """`loom serve --duo-pattern`: DuoAttention on the served model. The server logs the pattern, a
-short greedy completion equals the plain server's, and /metrics shows the retrieval and streaming
-KV bytes."""
+short greedy completion equals the plain server's, /metrics shows the retrieval and streaming KV
+bytes, and /v1/engine/stats the pattern in use and the same bytes."""
 import subprocess
 
 import httpx
@@ -16,6 +16,16 @@ def test_duo_server_matches_plain_within_the_window(server, client):
     try:
         log = "".join(s.log)
         assert "DuoAttention" in log and "45 of 90 KV heads streaming" in log, log
+        stats = s.stats()
+        assert stats["duo_attention"] == {
+            "enabled": True, "sparsity": 0.5, "sink": 64, "recent": 256,
+            "streaming_kv_heads": 45, "total_kv_heads": 90, "prefix_caching": False}, stats
+        # 16 streaming caches (--max-num-seqs' default) of 45 heads x 320 positions x 64 x fp16
+        # x (K, V); the blocks hold the retrieval heads in what is left of the 1 GiB budget.
+        assert stats["kv_streaming_capacity_bytes"] == 16 * 45 * 320 * 64 * 2 * 2
+        assert 0 < stats["kv_retrieval_capacity_bytes"] <= (1 << 30) - 16 * 45 * 320 * 256
+        assert stats["kv_streaming_bytes"] == 0  # no live sequence yet
+        assert stats["kv_retrieval_bytes"] == 0
         req = dict(model=client.models.list().data[0].id, prompt="The capital of France is",
                    max_tokens=24, temperature=0)
         want = client.completions.create(**req).choices[0].text
@@ -32,6 +42,14 @@ def test_plain_server_reports_no_streaming_bytes(server):
     metrics = httpx.get(server.url + "/metrics", timeout=10).text
     line = [l for l in metrics.splitlines() if l.startswith("loom_kv_cache_streaming_bytes{")]
     assert line and line[0].endswith(" 0"), line
+    stats = server.stats()
+    assert stats["duo_attention"] == {
+        "enabled": False, "sparsity": 0, "sink": 0, "recent": 0, "streaming_kv_heads": 0,
+        "total_kv_heads": 90, "prefix_caching": True}, stats
+    assert stats["kv_streaming_capacity_bytes"] == 0 and stats["kv_streaming_bytes"] == 0
+    # Every head in the blocks: 30 layers x 3 KV heads x 64 x fp16 x (K, V) per position.
+    assert stats["kv_retrieval_capacity_bytes"] % (16 * 23040) == 0
+    assert stats["kv_retrieval_capacity_bytes"] > 0
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The loom binary as a user runs it: `loom generate` and `loom chat` on the real model, and clear
-errors (exit code 2 for bad flags, a message naming the problem) for bad input.
+"""The loom binary as a user runs it: `loom generate` and `loom chat` on the real model (with and
+without DuoAttention's --duo-pattern), and clear errors (exit code 2 for bad flags, a message
+naming the problem) for bad input.
 
   python3 tests/server/cli_test.py BUILD/server/loom
 """
@@ -13,6 +14,7 @@ import unittest
 
 LOOM = None
 MODEL = "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+DUO_PATTERN = "config/duo_attention/SmolLM2-135M-Instruct.Q4_1.json"
 
 
 def run(*args, stdin=None, timeout=120):
@@ -69,6 +71,57 @@ class GenerateTest(unittest.TestCase):
         r = run("generate", "--prompt", "word " * 300, "--ctx", "128")
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("exceeds the context of 128 tokens", r.stderr)
+
+
+@unittest.skipUnless(os.path.exists(MODEL), f"{MODEL} is missing: run tools/fetch_model.sh")
+class DuoAttentionTest(unittest.TestCase):
+    """--duo-pattern / --duo-sparsity as `loom serve` takes them (server/duo_options.h)."""
+    GREEDY = ["generate", "--prompt", "The capital of France is", "--max-tokens", "24",
+              "--ignore-eos"]
+
+    def test_sparsity_zero_gives_the_plain_greedy_text(self):
+        plain = run(*self.GREEDY)
+        duo = run(*self.GREEDY, "--duo-pattern", DUO_PATTERN, "--duo-sparsity", "0")
+        self.assertEqual(plain.returncode, 0, plain.stderr)
+        self.assertEqual(duo.returncode, 0, duo.stderr)
+        self.assertIn("sparsity 0.00: 0 of 90 KV heads streaming", duo.stderr)
+        self.assertEqual(duo.stdout, plain.stdout)
+
+    def test_streaming_heads(self):
+        duo = run(*self.GREEDY, "--duo-pattern", DUO_PATTERN, "--duo-sparsity", "0.5")
+        self.assertEqual(duo.returncode, 0, duo.stderr)
+        self.assertIn("45 of 90 KV heads streaming (sink 64, recent 256)", duo.stderr)
+        self.assertIn("paged KV 11520 bytes/token (full 23040)", duo.stderr)
+        # Within sink + recent every head sees every position; the text may still drift from
+        # plain attention's in the last bits (streaming heads use their own attention call).
+        self.assertTrue(duo.stdout.startswith(" Paris."), duo.stdout)
+
+    def test_chat_turns(self):
+        stdin = "My name is Ada.\nWhat is my name?\n"
+        plain = run("chat", "--max-tokens", "24", stdin=stdin)
+        same = run("chat", "--max-tokens", "24", "--duo-pattern", DUO_PATTERN, "--duo-sparsity",
+                   "0", stdin=stdin)
+        self.assertEqual(same.returncode, 0, same.stderr)
+        self.assertEqual(same.stdout, plain.stdout)
+        # Streaming heads: a turn resumes from the cache only where the ring still holds it.
+        duo = run("chat", "--max-tokens", "24", "--duo-pattern", DUO_PATTERN, stdin=stdin)
+        self.assertEqual(duo.returncode, 0, duo.stderr)
+        self.assertEqual(len(re.findall(r"prefill: (\d+) tokens", duo.stderr)), 2, duo.stderr)
+        self.assertEqual(len(duo.stdout.strip().splitlines()), 2, duo.stdout)
+
+    def test_bad_pattern_path_and_sparsity_are_clear_errors(self):
+        r = run("generate", "--prompt", "x", "--duo-pattern", "/nonexistent/duo.json")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertGreater(r.returncode, 0)  # an error exit, not a signal
+        self.assertIn("cannot read /nonexistent/duo.json", r.stderr)
+        self.assertEqual(r.stdout, "")
+        r = run("generate", "--prompt", "x", "--duo-pattern", DUO_PATTERN, "--duo-sparsity",
+                "1.5")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--duo-sparsity must be in [0, 1]", r.stderr)
+        r = run("generate", "--prompt", "x", "--duo-sparsity", "half")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--duo-sparsity: 'half' is not a valid number", r.stderr)
 
 
 class BadInputTest(unittest.TestCase):

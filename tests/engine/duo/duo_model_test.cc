@@ -140,6 +140,19 @@ TEST_F(DuoModelTest, ReportsRetrievalAndStreamingBytes) {
   EXPECT_EQ(s.kv_retrieval_capacity_bytes,
             ((64ll << 20) - 4 * d.StreamingBytesPerSequence()) / block * block);
   EXPECT_EQ(full->Stats().kv_retrieval_capacity_bytes, (64ll << 20) / (16 * 23040) * 16 * 23040);
+  // The pattern in use (for /v1/engine/stats).
+  EXPECT_TRUE(s.duo.enabled);
+  EXPECT_DOUBLE_EQ(s.duo.sparsity, 0.5);
+  EXPECT_EQ(s.duo.sink, pattern_.sink);
+  EXPECT_EQ(s.duo.recent, pattern_.recent);
+  EXPECT_EQ(s.duo.streaming_kv_heads, 45);
+  EXPECT_EQ(s.duo.total_kv_heads, 90);
+  EXPECT_FALSE(s.duo.prefix_caching);
+  const EngineStats::Duo off = full->Stats().duo;
+  EXPECT_FALSE(off.enabled);
+  EXPECT_EQ(off.streaming_kv_heads, 0);
+  EXPECT_EQ(off.total_kv_heads, 90);
+  EXPECT_TRUE(off.prefix_caching);
   // While a request runs, its bytes show.
   Request r;
   r.prompt = duo->tokenizer().Encode(kPrompts[1], true, false);

@@ -111,6 +111,60 @@ TEST_P(AttentionTest, SinglePositionReturnsItsValue) {
   for (int64_t d = 0; d < hd; ++d) EXPECT_EQ(out[d], Fp16ToFp32(v[d]));
 }
 
+// Several rows at once (a GQA group over a run of tokens, each row seeing its own prefix), paged:
+// every row must match the reference and be bit-identical to AttentionHeadBlocks on that row.
+TEST_P(AttentionTest, RowsMatchReferencePerRow) {
+  for (int64_t head_dim : {64, 48, 13, 128}) {
+    for (int64_t n_rows : {1, 3, 5, 48}) {
+      for (int64_t block_size : {16, 7}) {
+        std::mt19937 rng(static_cast<uint32_t>(head_dim * 131 + n_rows * 17 + block_size));
+        const int64_t max_n = 150;
+        const size_t kv_stride = static_cast<size_t>(3 * head_dim);
+        const int64_t n_blocks = (max_n + block_size - 1) / block_size;
+        const size_t block_elems = static_cast<size_t>(block_size) * kv_stride;
+        const std::vector<float> kf = RandomFloats(rng, n_blocks * block_elems, -2.0f, 2.0f);
+        const std::vector<float> vf = RandomFloats(rng, n_blocks * block_elems, -1.5f, 1.5f);
+        std::vector<fp16_t> k(kf.size()), v(vf.size());
+        for (size_t i = 0; i < kf.size(); ++i) k[i] = ref::Fp32ToFp16(kf[i]);
+        for (size_t i = 0; i < vf.size(); ++i) v[i] = ref::Fp32ToFp16(vf[i]);
+        std::vector<const fp16_t*> kb, vb;
+        for (int64_t b = n_blocks - 1; b >= 0; --b) {  // blocks in reverse memory order
+          kb.push_back(k.data() + b * block_elems);
+          vb.push_back(v.data() + b * block_elems);
+        }
+        const std::vector<float> qf = RandomFloats(rng, n_rows * head_dim, -2.0f, 2.0f);
+        std::vector<float> got(qf.size(), -7.0f);
+        std::vector<const float*> q;
+        std::vector<float*> out;
+        std::vector<int64_t> n_kv;
+        for (int64_t r = 0; r < n_rows; ++r) {
+          q.push_back(qf.data() + r * head_dim);
+          out.push_back(got.data() + r * head_dim);
+          n_kv.push_back(r == 0 ? max_n : 1 + static_cast<int64_t>(rng() % max_n));
+        }
+        const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+        const size_t head_offset = static_cast<size_t>(2 * head_dim);  // the last KV head
+        AttentionRowsBlocks(q.data(), out.data(), n_kv.data(), n_rows, kb.data(), vb.data(),
+                            head_offset, block_size, kv_stride, head_dim, scale);
+        std::vector<float> want(static_cast<size_t>(head_dim)), one(want.size());
+        std::vector<float> scores(static_cast<size_t>(max_n));
+        for (int64_t r = 0; r < n_rows; ++r) {
+          ref::AttentionHeadBlocks(q[r], kb.data(), vb.data(), head_offset, block_size, kv_stride,
+                                   n_kv[r], head_dim, scale, want.data());
+          AttentionHeadBlocks(q[r], kb.data(), vb.data(), head_offset, block_size, kv_stride,
+                              n_kv[r], head_dim, scale, scores.data(), one.data());
+          for (int64_t d = 0; d < head_dim; ++d) {
+            ASSERT_NEAR(out[r][d], want[d], 1.5 / 1024 + 1e-6)
+                << "head_dim " << head_dim << " rows " << n_rows << " row " << r << " n_kv "
+                << n_kv[r] << " d " << d;
+            ASSERT_EQ(out[r][d], one[d]) << "head_dim " << head_dim << " row " << r;
+          }
+        }
+      }
+    }
+  }
+}
+
 LOOM_INSTANTIATE_PATHS(AttentionTest);
 
 }  // namespace

@@ -120,6 +120,39 @@ TEST(ProtocolTest, CapUnlessLiteral) {
   EXPECT_DOUBLE_EQ(r.confidence, 4.5);
 }
 
+// The notes SmolLM2-135M wrote on one 16K pass-key document (2,000-token chunks): the correct one
+// scored 0.0, an invented one 4.5, a copied but unrelated sentence 1.1.
+TEST(ProtocolTest, GroundedNotesAreReadFirst) {
+  const std::string chunk =
+      "6. There Is Always Room. What the essay is about. The pass key is 71112. Remember it.\n"
+      "71112 is the pass key.";
+  auto note = [](int index, std::string extracted, double confidence) {
+    ChunkResult r;
+    r.index = index;
+    r.extracted = std::move(extracted);
+    r.confidence = confidence;
+    return r;
+  };
+  std::vector<ChunkResult> notes = {
+      note(0, "The pass key is a phrase that is used to create a passkey.", 4.5),
+      note(1, "6. There Is Always Room.", 1.1),
+      note(2, "the  pass key is 71112", 0.0),  // case, white space, the period: still a copy
+      note(3, "71112", 3.0),                     // too short to tell copying from guessing
+      note(4, "[NO INFORMATION] The pass key is 71112.", 5.0),
+      note(5, "What the essay is about.", 2.0)};  // shares only function words
+  for (ChunkResult& r : notes) MarkGrounded(&r, chunk, "What is the pass key?");
+  EXPECT_FALSE(notes[0].grounded);  // invented
+  EXPECT_FALSE(notes[1].grounded);  // copied, but shares no word with the question
+  EXPECT_TRUE(notes[2].grounded);
+  EXPECT_FALSE(notes[3].grounded);
+  EXPECT_FALSE(notes[4].grounded);
+  EXPECT_FALSE(notes[5].grounded);
+  SortForReading(&notes);
+  std::vector<int> order;
+  for (const ChunkResult& r : notes) order.push_back(r.index);
+  EXPECT_EQ(order, (std::vector<int>{2, 4, 0, 3, 5, 1}));
+}
+
 TEST(ProtocolTest, ReduceOutput) {
   ReduceOutput r = ParseReduceOutput("Rationale: part 2 found it\nAnswer: 71432");
   EXPECT_TRUE(r.parsed);
