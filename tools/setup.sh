@@ -8,7 +8,8 @@ pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates python3 p
       python3-jinja2 libabsl-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev
       libbenchmark-dev clang libclang-rt-14-dev libcpp-httplib-dev
       prometheus-cpp-dev prometheus libgrpc++-dev libprotobuf-dev
-      protobuf-compiler protobuf-compiler-grpc)
+      protobuf-compiler protobuf-compiler-grpc
+      python3-torch python3-numpy python3-pytest)  # torch: tools/duo_calibrate (offline, Debian's)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

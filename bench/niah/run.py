@@ -323,6 +323,9 @@ def main(argv=None) -> int:
     ap.add_argument("--loom-bin", help="the loom binary (default: BUILD/server/loom)")
     ap.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--pattern", type=Path, default=DEFAULT_PATTERN, help="DuoAttention pattern")
+    ap.add_argument("--full-from", type=Path,
+                    help="take the full-attention results from this earlier JSON (same lengths, "
+                         "depths, seed and max tokens) instead of measuring them again")
     ap.add_argument("--sparsities", type=float, nargs="*", default=[0.25, 0.5, 0.75],
                     help="DuoAttention configs (fractions of streaming heads); full is always run")
     ap.add_argument("--lengths", nargs="+", default=None,
@@ -398,8 +401,19 @@ def main(argv=None) -> int:
         if pattern_json else "full attention only")
     t_all = time.time()
     for name, sparsity in configs:
-        c = run_config(args, name, sparsity, items, lengths, depths, max_model_len)
+        if name == "full" and args.full_from:
+            prev = json.loads(args.full_from.read_text())
+            for key, want in (("lengths", lengths), ("depths", depths), ("seed", args.seed),
+                              ("max_tokens", args.max_tokens)):
+                if prev.get(key) != want:
+                    ap.error(f"--full-from {args.full_from}: {key} {prev.get(key)} != {want}")
+            c = dict(next(c for c in prev["configs"] if c["name"] == "full"))
+            c["reused_from"] = _rel(args.full_from)
+        else:
+            c = run_config(args, name, sparsity, items, lengths, depths, max_model_len)
         result["configs"].append(c)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")  # partial results survive
         print(f"{name}: {c['mean_accuracy']:.1f}% in {c['wall_s']:.0f} s "
               f"({c['prompt_tokens']} prompt tokens)", flush=True)
     result["wall_s"] = round(time.time() - t_all, 1)

@@ -1,5 +1,5 @@
 // A cheap PROXY for DuoAttention's per-head gates, NOT the paper's optimisation (which trains a
-// gate per KV head with an L2 loss on the final hidden states; tools for that are still to come).
+// gate per KV head with an L2 loss on the final hidden states; that is tools/duo_calibrate).
 // For each (layer, KV head) alone, the head is made a streaming head (small sink and recent
 // window) and the model is run on passkey prompts (the passkey far outside the window); the gate
 // is how much the logits of the prompt's last positions move, relative to full attention:
@@ -9,7 +9,7 @@
 // column per KV head).
 //
 //   build/tools/duo/duo_proxy_gates --model models/SmolLM2-135M-Instruct.Q4_1.gguf
-//     --out config/duo_attention/SmolLM2-135M-Instruct.Q4_1.tsv [--threads 2]
+//     --out config/duo_attention/SmolLM2-135M-Instruct.Q4_1.proxy.tsv [--threads 2]
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,7 +52,7 @@ std::vector<float> Score(loom::engine::Backend& backend, const loom::engine::Mod
 
 int main(int argc, char** argv) {
   std::string model_path = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  std::string out = "config/duo_attention/SmolLM2-135M-Instruct.Q4_1.tsv";
+  std::string out = "config/duo_attention/SmolLM2-135M-Instruct.Q4_1.proxy.tsv";
   int threads = 0;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
