@@ -160,24 +160,18 @@ void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t
         for (int l = 0; l < 8; ++l) {
           __m256 sum[kGroups], a[kGroups];
           for (int j = 0; j < 4; ++j) {
-            for (int x = 0; x < kGroups; ++x) a[x] = _mm256_setzero_ps();
-            for (int64_t b = 0; b < nb32; ++b) {
-              const int64_t d = 32 * b + 8 * j + l;
+            // a[x] += q[d] * K[positions of group g + x][d]
+            auto add_dim = [&](int64_t d) {
               const __m256 qb = _mm256_broadcast_ss(qr + d);
               const float* kd = tile + d * kTile + 8 * g;
               for (int x = 0; x < kGroups; ++x) {
                 a[x] = _mm256_fmadd_ps(qb, _mm256_loadu_ps(kd + 8 * x), a[x]);
               }
-            }
-            if (j == 0) {
-              for (int64_t t = 0; t < tail8; ++t) {
-                const int64_t d = 32 * nb32 + 8 * t + l;
-                const __m256 qb = _mm256_broadcast_ss(qr + d);
-                const float* kd = tile + d * kTile + 8 * g;
-                for (int x = 0; x < kGroups; ++x) {
-                  a[x] = _mm256_fmadd_ps(qb, _mm256_loadu_ps(kd + 8 * x), a[x]);
-                }
-              }
+            };
+            for (int x = 0; x < kGroups; ++x) a[x] = _mm256_setzero_ps();
+            for (int64_t b = 0; b < nb32; ++b) add_dim(32 * b + 8 * j + l);
+            if (j == 0) {  // the 8-dim tail goes into the first accumulator
+              for (int64_t t = 0; t < tail8; ++t) add_dim(32 * nb32 + 8 * t + l);
             }
             // (a0 + a1) + (a2 + a3): lanes holds a0, then a0 + a1; sum holds a2, then a2 + a3.
             for (int x = 0; x < kGroups; ++x) {
