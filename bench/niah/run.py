@@ -292,7 +292,8 @@ def plot(result: dict, path: Path) -> None:
                         dtype=float)
         im = ax.imshow(grid, cmap=cmap, vmin=0, vmax=1, aspect="auto", interpolation="nearest")
         ax.set_xticks(range(len(lengths)))
-        ax.set_xticklabels([f"{t / 1024:g}K" for t in lengths], fontsize=8)
+        ax.set_xticklabels([f"{t // 1024}K" if t % 1024 == 0 else str(t) for t in lengths],
+                           fontsize=8)
         ax.set_yticks(range(len(depths)))
         ax.set_yticklabels([f"{d}" for d in depths], fontsize=8)
         ax.set_xticks(np.arange(-0.5, len(lengths)), minor=True)
