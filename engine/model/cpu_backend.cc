@@ -278,6 +278,25 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
     }
   }
 
+  // Work items: one KV head of one entry over a tile of its tokens; a retrieval head serves its
+  // query heads and tokens with one pass over K and V. Tiles go in zig-zag order (first, last,
+  // second, ...) so the contiguous halves the pool hands out carry similar causal lengths.
+  // The list is the same for every layer.
+  attn_tasks_.clear();
+  const int tile = std::max(1, kAttnRowsPerTask / group);
+  for (size_t si = 0; si < batch.size(); ++si) {
+    const int n = static_cast<int>(batch[si].tokens.size());
+    const int n_tiles = (n + tile - 1) / tile;
+    for (int lo = 0, hi = n_tiles - 1; lo <= hi; ++lo, --hi) {
+      for (int i : {lo, hi}) {
+        for (int kvh = 0; kvh < c.n_kv_heads; ++kvh) {
+          attn_tasks_.push_back({static_cast<int>(si), kvh, i * tile, std::min(n, (i + 1) * tile)});
+        }
+        if (lo == hi) break;
+      }
+    }
+  }
+
   for (int li = 0; li < c.n_layers; ++li) {
     const LayerWeights& L = w.layers[li];
     // Attention block.
@@ -335,23 +354,6 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
       for (int b = 0; b < n_blocks; ++b) {
         k_blocks_.push_back(s.kv->KBlock(li, b));
         v_blocks_.push_back(s.kv->VBlock(li, b));
-      }
-    }
-    // Work items: one KV head of one entry over a tile of its tokens; a retrieval head serves its
-    // query heads and tokens with one pass over K and V. Tiles go in zig-zag order (first, last,
-    // second, ...) so the contiguous halves the pool hands out carry similar causal lengths.
-    attn_tasks_.clear();
-    const int tile = std::max(1, kAttnRowsPerTask / group);
-    for (size_t si = 0; si < batch.size(); ++si) {
-      const int n = static_cast<int>(batch[si].tokens.size());
-      const int n_tiles = (n + tile - 1) / tile;
-      for (int lo = 0, hi = n_tiles - 1; lo <= hi; ++lo, --hi) {
-        for (int i : {lo, hi}) {
-          for (int kvh = 0; kvh < c.n_kv_heads; ++kvh) {
-            attn_tasks_.push_back({static_cast<int>(si), kvh, i * tile, std::min(n, (i + 1) * tile)});
-          }
-          if (lo == hi) break;
-        }
       }
     }
     pool_.ParallelFor(static_cast<int64_t>(attn_tasks_.size()), [&](int64_t b, int64_t e,
