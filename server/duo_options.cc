@@ -14,6 +14,9 @@ absl::Status DuoOptions::Validate() const {
   if (!(sparsity >= 0 && sparsity <= 1)) {
     return absl::InvalidArgumentError("--duo-sparsity must be in [0, 1]");
   }
+  if (prefix_snapshots < 0) {
+    return absl::InvalidArgumentError("--duo-prefix-snapshots must be >= 0");
+  }
   return absl::OkStatus();
 }
 
@@ -25,6 +28,10 @@ absl::StatusOr<bool> ApplyDuoSetting(std::string name, const std::string& value,
   }
   if (name == "duo-sparsity") {
     LOOM_RETURN_IF_ERROR(ParseNumber("--duo-sparsity", value, &duo->sparsity));
+    return true;
+  }
+  if (name == "duo-prefix-snapshots") {
+    LOOM_RETURN_IF_ERROR(ParseNumber("--duo-prefix-snapshots", value, &duo->prefix_snapshots));
     return true;
   }
   return false;

@@ -24,13 +24,15 @@ struct DuoOptions {
   std::string pattern;
   // The fraction of KV heads (lowest gates first) that become streaming heads.
   double sparsity = 0.5;
+  // With streaming heads: streaming-cache copies kept for prefix caching (0: prefix caching off).
+  int prefix_snapshots = 16;
 
-  // InvalidArgument unless sparsity is in [0, 1].
+  // InvalidArgument unless sparsity is in [0, 1] and prefix_snapshots >= 0.
   absl::Status Validate() const;
 };
 
-// Applies one setting named without its leading dashes ("duo-pattern", "duo-sparsity"; '_' and
-// '-' alike). False when `name` is not a DuoAttention setting; InvalidArgument for a bad number.
+// Applies one setting named without its leading dashes ("duo-pattern", "duo-sparsity",
+// "duo-prefix-snapshots"; '_' and '-' alike). False when `name` is not a DuoAttention setting; InvalidArgument for a bad number.
 absl::StatusOr<bool> ApplyDuoSetting(std::string name, const std::string& value, DuoOptions* duo);
 
 // The layout for `config`: null when no pattern is set; NotFound for a missing file,

@@ -47,6 +47,8 @@ const char kServeUsage[] =
     "            [--max-num-seqs N] [--max-batched-tokens N] [--kv-cache-mb N]\n"
     "            [--max-model-len N] [--backend cpu] [--config FILE]\n"
     "            [--duo-pattern FILE.json (DuoAttention; default off)] [--duo-sparsity S]\n"
+    "            [--duo-prefix-snapshots N (default 16; 0: no prefix caching with streaming "
+    "heads)]\n"
     "            defaults: 127.0.0.1:8080, engine threads one per core, 1024 HTTP threads,\n"
     "            8 MiB bodies, 256 concurrent requests, 256 waiting, max_tokens <= 4096,\n"
     "            600 s per request (0: none), 30 s drain, 16 seqs, 256 batched tokens,\n"
@@ -367,10 +369,16 @@ int RunServe(const std::vector<std::string>& args) {
     cfg.kv_cache_bytes = o.engine.kv_cache_mb << 20;
     cfg.max_tokens_cap = o.engine.max_tokens_cap;
     LOOM_ASSIGN_OR_RETURN(cfg.duo, LoadDuoLayout(o.engine.duo, model->config()));
+    cfg.duo_prefix_snapshots = o.engine.duo.prefix_snapshots;
     if (cfg.duo != nullptr) {
+      const std::string caching =
+          !cfg.duo->HasStreaming() ? ""
+          : cfg.duo_prefix_snapshots == 0
+              ? "; prefix caching off"
+              : absl::StrCat("; prefix caching with up to ", cfg.duo_prefix_snapshots,
+                             " streaming-cache snapshots");
       std::fprintf(stderr, "loom serve: %s%s\n",
-                   DescribeDuo(o.engine.duo, *cfg.duo, model->config()).c_str(),
-                   cfg.duo->HasStreaming() ? "; prefix caching off" : "");
+                   DescribeDuo(o.engine.duo, *cfg.duo, model->config()).c_str(), caching.c_str());
     }
     LOOM_ASSIGN_OR_RETURN(eng, engine::Engine::Create(cfg, std::move(model)));
     const std::string stem = std::filesystem::path(o.engine.model).stem().string();

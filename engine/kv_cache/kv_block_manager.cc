@@ -75,7 +75,17 @@ std::vector<CachedBlock> KvBlockManager::FindCachedPrefix(std::span<const int32_
     hits.push_back(hit);
     parent = hit;
   }
+  while (hit_filter_ && !hits.empty() &&
+         !hit_filter_(hits.back(), static_cast<int>(hits.size()) * bs)) {
+    hits.pop_back();
+  }
   return hits;
+}
+
+IndexedPrefix KvBlockManager::Indexed(SeqId seq_id) const {
+  auto it = seqs_.find(seq_id);
+  if (it == seqs_.end() || it->second.num_indexed == 0) return {};
+  return {it->second.last, it->second.num_indexed * block_size()};
 }
 
 int64_t KvBlockManager::FreeBlocksNeeded(std::span<const int32_t> tokens) const {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <vector>
@@ -55,6 +56,19 @@ absl::StatusOr<int64_t> NumBlocksForBudget(int64_t budget_bytes, int64_t kv_byte
 struct PrefixCacheStats {
   int64_t queries = 0;
   int64_t hits = 0;
+};
+
+// Says whether a sequence may resume after the cached prefix of `num_tokens` tokens (a multiple of
+// the block size) whose last block is `last`. A hit is cut back to the longest prefix it accepts
+// (the empty prefix needs no approval); DuoAttention uses it for prefixes whose streaming-head
+// state is kept.
+using PrefixHitFilter = std::function<bool(CachedBlock last, int num_tokens)>;
+
+// The prefix of a sequence that the index holds: its last cached block and its length in tokens
+// ({} and 0 when none).
+struct IndexedPrefix {
+  CachedBlock last;
+  int num_tokens = 0;
 };
 
 // Not thread-safe: one engine thread owns it. Block tables returned by BlockTable() stay valid
@@ -102,6 +116,13 @@ class KvBlockManager {
   // Block of each block_size slots of the sequence, in order (empty when unknown).
   std::span<const BlockId> BlockTable(SeqId seq_id) const;
 
+  // Restricts later prefix hits (Allocate, FreeBlocksNeeded) to prefixes `filter` accepts; an
+  // empty function lifts the restriction.
+  void SetPrefixHitFilter(PrefixHitFilter filter) { hit_filter_ = std::move(filter); }
+  // The sequence's leading blocks that are in the prefix index: after Allocate() its hits, then
+  // extended by MarkComputed(). {} for an unknown sequence or with caching off.
+  IndexedPrefix Indexed(SeqId seq_id) const;
+
   PrefixCacheStats prefix_cache_stats() const { return stats_; }
   const BlockAllocator& allocator() const { return pool_; }
   // Checks the allocator's invariants and that every block's ref count equals the number of
@@ -125,6 +146,7 @@ class KvBlockManager {
   BlockAllocator pool_;
   absl::flat_hash_map<SeqId, Seq> seqs_;
   PrefixCacheStats stats_;
+  PrefixHitFilter hit_filter_;
 };
 
 }  // namespace loom::kv

@@ -12,6 +12,7 @@
 //   backend->Forward({{&kv, prompt, false}}, &logits);
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -104,6 +105,11 @@ class StreamingKv {
   // Whether position p is still held once `size` positions are written.
   bool Holds(int pos, int size) const {
     return pos >= 0 && pos < size && (pos < layout_->sink() || pos >= size - layout_->recent());
+  }
+  // Becomes a copy of `other`, which has the same layout (a snapshot, or its restore).
+  void CopyFrom(const StreamingKv& other) {
+    std::copy_n(other.k_.get(), elems_, k_.get());
+    std::copy_n(other.v_.get(), elems_, v_.get());
   }
   // The row of position `pos` in `layer`: StreamingRowElems(layer) elements, streaming head s
   // (its Slot) at s * head_dim.

@@ -115,6 +115,15 @@ void Scheduler::Schedule(Entry* e, int num_tokens, StepPlan* plan) {
   e->scheduled_step = step_;
 }
 
+int Scheduler::PrefillChunk(const Entry& e, int budget) const {
+  const int n = std::min(Remaining(e), budget);
+  if (!config_.stop_prefill_at_last_block) return n;
+  const int bs = kv_->block_size();
+  const int last_block_end = (static_cast<int>(e.state.tokens.size()) - 1) / bs * bs;
+  const int start = e.state.num_computed;
+  return start < last_block_end && last_block_end < start + n ? last_block_end - start : n;
+}
+
 StepPlan Scheduler::Step() {
   StepPlan plan;
   plan.step = ++step_;
@@ -150,7 +159,7 @@ StepPlan Scheduler::Step() {
     if (budget == 0) break;
     const int remaining = Remaining(*e);
     if (remaining <= 1) continue;  // a decode, scheduled above
-    const int n = std::min(remaining, budget);
+    const int n = PrefillChunk(*e, budget);
     Schedule(e, n, &plan);
     budget -= n;
   }
@@ -168,7 +177,7 @@ StepPlan Scheduler::Step() {
       e->running = true;
       waiting_.pop_front();
       running_.push_back(e);
-      const int n = std::min(Remaining(*e), budget);
+      const int n = PrefillChunk(*e, budget);
       Schedule(e, n, &plan);
       budget -= n;
     }

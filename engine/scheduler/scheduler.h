@@ -46,6 +46,10 @@ struct SchedulerConfig {
   int max_num_seqs = 64;         // running sequences (decoding or mid-prefill) at most, >= 1
   int max_batched_tokens = 512;  // tokens per step (chunked prefill budget), >= max_num_seqs
   int max_waiting = 256;         // admission queue bound, >= 1; Add() beyond it: 429
+  // A prefill chunk that would run past the last full block before the sequence's last token
+  // stops there (one more chunk finishes the prompt), so that the caller sees the state at the
+  // point where a later prefix-cache hit on this prompt resumes (DuoAttention's streaming heads).
+  bool stop_prefill_at_last_block = false;
 
   // InvalidArgument naming the first bad field.
   absl::Status Validate() const;
@@ -134,6 +138,10 @@ class Scheduler {
   const SchedulerConfig& config() const { return config_; }
   // Block tables, usage and prefix-cache counters.
   const kv::KvBlockManager& kv() const { return *kv_; }
+  // kv::KvBlockManager::SetPrefixHitFilter: later admissions hit only prefixes `filter` accepts.
+  void SetPrefixHitFilter(kv::PrefixHitFilter filter) {
+    kv_->SetPrefixHitFilter(std::move(filter));
+  }
 
  private:
   struct Entry {
@@ -152,6 +160,8 @@ class Scheduler {
   void Release(Entry* e);
   void PreemptLast(StepPlan* plan);
   void Schedule(Entry* e, int num_tokens, StepPlan* plan);
+  // Tokens of e's prompt (or recompute) to feed next within `budget` (> 0).
+  int PrefillChunk(const Entry& e, int budget) const;
 
   SchedulerConfig config_;
   std::unique_ptr<kv::KvBlockManager> kv_;

@@ -1,6 +1,8 @@
 #include "engine/serving/engine.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <span>
 
 #include "absl/strings/str_cat.h"
@@ -34,11 +36,17 @@ absl::Status EngineConfig::Validate() const {
   }
   if (max_tokens_cap <= 0) return absl::InvalidArgumentError("max_tokens_cap must be positive");
   if (n_threads < 0) return absl::InvalidArgumentError("n_threads must be >= 0");
+  if (duo_prefix_snapshots < 0) {
+    return absl::InvalidArgumentError("duo_prefix_snapshots must be >= 0");
+  }
   if (duo != nullptr && duo->HasStreaming() &&
-      static_cast<int64_t>(max_num_seqs) * duo->StreamingBytesPerSequence() >= kv_cache_bytes) {
+      static_cast<int64_t>(max_num_seqs + duo_prefix_snapshots) *
+              duo->StreamingBytesPerSequence() >=
+          kv_cache_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "kv_cache_bytes (", kv_cache_bytes, ") must exceed the DuoAttention streaming caches of ",
-        max_num_seqs, " sequences (", duo->StreamingBytesPerSequence(), " bytes each)"));
+        max_num_seqs, " sequences and ", duo_prefix_snapshots, " prefix snapshots (",
+        duo->StreamingBytesPerSequence(), " bytes each)"));
   }
   return absl::OkStatus();
 }
@@ -128,8 +136,12 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
           " of ", mc.head_dim));
     }
     bytes_per_token = d.RetrievalBytesPerToken();
-    if (streaming) paged_budget -= config.max_num_seqs * d.StreamingBytesPerSequence();
+    if (streaming) {
+      paged_budget -= int64_t{config.max_num_seqs + config.duo_prefix_snapshots} *
+                      d.StreamingBytesPerSequence();
+    }
   }
+  const bool snapshots = streaming && config.duo_prefix_snapshots > 0;
   int64_t num_blocks = 0;
   if (bytes_per_token == 0) {
     // Every head streams: blocks only count positions (they hold no bytes).
@@ -145,19 +157,26 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
       .max_batched_tokens = config.max_batched_tokens,
       // Submit() bounds the queue; preempted sequences go back to waiting on top of that.
       .max_waiting = std::max(config.max_waiting, 1) + config.max_num_seqs,
+      // With streaming heads a prefix-cache hit restores the paged (retrieval) heads only; the
+      // streaming caches come from snapshots taken where prompts' last full blocks end
+      // (docs/duo_attention.md). Without snapshots every prompt is computed in full.
+      .stop_prefill_at_last_block = snapshots,
   };
-  // A prefix-cache hit would restore the paged (retrieval) heads only, so with streaming heads
-  // every prompt is computed in full (docs/duo_attention.md).
-  LOOM_ASSIGN_OR_RETURN(e->sched_,
-                        sched::Scheduler::Create(sc, {.block_size = config.kv_block_size,
-                                                      .num_blocks = num_blocks,
-                                                      .enable_prefix_caching = !streaming}));
+  LOOM_ASSIGN_OR_RETURN(
+      e->sched_, sched::Scheduler::Create(sc, {.block_size = config.kv_block_size,
+                                               .num_blocks = num_blocks,
+                                               .enable_prefix_caching = !streaming || snapshots}));
   e->kv_pool_ = std::make_unique<KvPool>(mc, config.kv_block_size, num_blocks, config.duo);
   if (streaming) {
     for (int i = 0; i < config.max_num_seqs; ++i) {
       e->streaming_.push_back(std::make_unique<StreamingKv>(config.duo));
       e->free_streaming_.push_back(config.max_num_seqs - 1 - i);
     }
+  }
+  if (snapshots) {
+    e->snapshots_ = std::make_unique<StreamingSnapshots>(config.duo, config.duo_prefix_snapshots);
+    e->sched_->SetPrefixHitFilter(
+        [snaps = e->snapshots_.get()](kv::CachedBlock last, int) { return snaps->Contains(last); });
   }
   e->max_seq_tokens_ = e->sched_->max_sequence_tokens();
   {
@@ -167,7 +186,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
         e->streaming_.empty() ? 0 : config.max_num_seqs * e->streaming_[0]->bytes();
     EngineStats::Duo& duo = e->stats_.duo;
     duo.total_kv_heads = mc.n_layers * mc.n_kv_heads;
-    duo.prefix_caching = !streaming;
+    duo.prefix_caching = !streaming || snapshots;
+    duo.prefix_snapshot_capacity = snapshots ? config.duo_prefix_snapshots : 0;
     if (config.duo != nullptr) {
       duo.enabled = true;
       duo.sink = config.duo->sink();
@@ -344,6 +364,19 @@ StreamingKv* Engine::AcquireStreaming(Sequence& s) {
   return streaming_[static_cast<size_t>(s.streaming_slot)].get();
 }
 
+void Engine::SaveSnapshots(const sched::StepPlan& plan) {
+  if (snapshots_ == nullptr) return;
+  for (const sched::ScheduledSeq& ps : plan.seqs) {
+    if (ps.samples) continue;  // decodes and prompt ends: not where a later prompt resumes
+    auto it = active_.find(static_cast<uint64_t>(ps.id));
+    if (it == active_.end() || it->second->streaming_slot < 0) continue;
+    const kv::IndexedPrefix p = sched_->kv().Indexed(ps.id);
+    // Holds when the chunk ends on a block boundary and every block before it is indexed.
+    if (p.num_tokens != ps.start + ps.num_tokens) continue;
+    snapshots_->Save(p.last, *streaming_[static_cast<size_t>(it->second->streaming_slot)]);
+  }
+}
+
 void Engine::ReleaseStreaming(Sequence& s) {
   if (s.streaming_slot < 0) return;
   free_streaming_.push_back(s.streaming_slot);
@@ -387,6 +420,10 @@ void Engine::PublishStats(int64_t prompt_tokens, int64_t generated, bool stepped
     stats_.kv_streaming_bytes =
         static_cast<int64_t>(streaming_.size() - free_streaming_.size()) * per_seq;
     stats_.kv_streaming_capacity_bytes = static_cast<int64_t>(streaming_.size()) * per_seq;
+    if (snapshots_ != nullptr) {
+      stats_.duo.prefix_snapshots = snapshots_->size();
+      stats_.duo.prefix_snapshot_bytes = snapshots_->bytes();
+    }
     if (stepped) ++stats_.steps;
   }
   cv_.notify_all();  // Drain() waits on this
@@ -478,8 +515,20 @@ bool Engine::StepOnce() {
       s->cached_prompt = ps.start;  // the prefix cache's hit, when first admitted
       prompt_tokens += s->n_prompt;
     }
-    views.emplace_back(kv_pool_.get(), sched_->kv().BlockTable(ps.id), ps.start,
-                       AcquireStreaming(*s));
+    const bool new_ring = s->streaming_slot < 0;
+    StreamingKv* ring = AcquireStreaming(*s);
+    if (new_ring && ring != nullptr && ps.start > 0) {
+      // Admitted after a prefix-cache hit: the scheduler's filter only allows prefixes whose
+      // streaming caches are kept, and nothing evicts them between Step() and here.
+      const kv::IndexedPrefix hit = sched_->kv().Indexed(ps.id);
+      if (snapshots_ == nullptr || hit.num_tokens != ps.start ||
+          !snapshots_->Restore(hit.last, ring)) {
+        std::fprintf(stderr, "loom: invariant: no streaming snapshot for a %d-token prefix hit\n",
+                     ps.start);
+        std::abort();
+      }
+    }
+    views.emplace_back(kv_pool_.get(), sched_->kv().BlockTable(ps.id), ps.start, ring);
     batch.push_back({&views.back(), ps.tokens, false});
     owners.push_back(s);
   }
@@ -572,6 +621,7 @@ bool Engine::StepOnce() {
   // Ended only after OnStepDone(), so that the prompt computed in this step still enters the
   // prefix cache (a sequence ended in flight is released without its K/V counting as computed).
   absl::StatusOr<std::vector<sched::SeqId>> done = sched_->OnStepDone(plan, sampled);
+  if (done.ok()) SaveSnapshots(plan);
   for (const Ending& e : ending_now) End(e.id, e.reason, e.status);
   if (!done.ok()) {
     for (const sched::ScheduledSeq& ps : plan.seqs) {

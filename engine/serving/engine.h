@@ -24,8 +24,8 @@
 #include <mutex>
 #include <optional>
 #include <span>
-#include <thread>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,10 +36,12 @@
 #include "engine/model/kv_pool.h"
 #include "engine/model/model.h"
 #include "engine/sampler/sampler.h"
+#include "engine/serving/streaming_snapshots.h"
 #include "engine/tokenizer/tokenizer.h"
 
 namespace loom::sched {
 class Scheduler;
+struct StepPlan;
 }  // namespace loom::sched
 
 namespace loom::engine {
@@ -56,8 +58,11 @@ struct EngineConfig {
   int max_tokens_cap = 4096;             // upper bound on a request's max_tokens
   // DuoAttention (engine/model/duo_layout.h, docs/duo_attention.md); null: plain attention. The
   // paged blocks then hold the retrieval heads only; with streaming heads, kv_cache_bytes also
-  // pays for max_num_seqs fixed streaming caches, and prefix caching is off.
+  // pays for max_num_seqs fixed streaming caches and the snapshots below.
   std::shared_ptr<const DuoLayout> duo = nullptr;
+  // With streaming heads: copies of streaming caches kept for prefix caching (a hit resumes only
+  // after a prefix whose copy is kept; streaming_snapshots.h), >= 0. 0 turns prefix caching off.
+  int duo_prefix_snapshots = 16;
   absl::Status Validate() const;
 };
 
@@ -146,7 +151,10 @@ struct EngineStats {
     int recent = 0;              // ...and from the end (0 and 0 when off)
     int streaming_kv_heads = 0;  // over all layers
     int total_kv_heads = 0;      // n_layers x n_kv_heads (whether on or off)
-    bool prefix_caching = true;  // off when any head streams
+    bool prefix_caching = true;  // with streaming heads: on when prefix snapshots are kept
+    int prefix_snapshots = 0;    // streaming-cache copies held for prefix caching...
+    int prefix_snapshot_capacity = 0;   // ...at most (EngineConfig::duo_prefix_snapshots)
+    int64_t prefix_snapshot_bytes = 0;  // their bytes now
   } duo;
 };
 
@@ -203,6 +211,9 @@ class Engine {
   // back to the free list when it ends or is preempted.
   StreamingKv* AcquireStreaming(Sequence& s);
   void ReleaseStreaming(Sequence& s);
+  // Prefix caching with streaming heads: after a step, keeps a copy of the streaming cache of
+  // every sequence whose prefill chunk ended where its indexed prefix ends.
+  void SaveSnapshots(const sched::StepPlan& plan);
 
   const EngineConfig config_;
   std::unique_ptr<Model> model_;
@@ -228,6 +239,7 @@ class Engine {
   std::unique_ptr<KvPool> kv_pool_;
   std::vector<std::unique_ptr<StreamingKv>> streaming_;  // max_num_seqs, with streaming heads
   std::vector<int> free_streaming_;
+  std::unique_ptr<StreamingSnapshots> snapshots_;         // with streaming heads and prefix caching
   std::map<uint64_t, std::unique_ptr<Sequence>> active_;  // handed to the scheduler, by id
   std::vector<float> logits_;
   std::vector<float> masked_;  // a grammar-masked copy of one logits row

@@ -605,7 +605,10 @@ void OpenAiServer::HandleStats(const HttpRequest& req, HttpResponse* res) {
              {"recent", d.recent},
              {"streaming_kv_heads", d.streaming_kv_heads},
              {"total_kv_heads", d.total_kv_heads},
-             {"prefix_caching", d.prefix_caching}}},
+             {"prefix_caching", d.prefix_caching},
+             {"prefix_snapshots", d.prefix_snapshots},
+             {"prefix_snapshot_capacity", d.prefix_snapshot_capacity},
+             {"prefix_snapshot_bytes", d.prefix_snapshot_bytes}}},
            {"http_requests_in_flight", fe_->in_flight()}},
           res);
 }

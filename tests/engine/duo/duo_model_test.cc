@@ -41,7 +41,8 @@ class DuoModelTest : public ::testing::Test {
     pattern_ = *p;
   }
   std::unique_ptr<Engine> Make(double sparsity, int max_batched_tokens = 256, bool duo = true,
-                               int64_t kv_bytes = 64ll << 20, int max_num_seqs = 4) {
+                               int64_t kv_bytes = 64ll << 20, int max_num_seqs = 4,
+                               int prefix_snapshots = 0) {
     auto model = Model::Load(kModel);
     EXPECT_TRUE(model.ok()) << model.status();
     EngineConfig cfg;
@@ -50,6 +51,7 @@ class DuoModelTest : public ::testing::Test {
     cfg.max_num_seqs = max_num_seqs;
     cfg.max_batched_tokens = max_batched_tokens;
     cfg.kv_cache_bytes = kv_bytes;
+    cfg.duo_prefix_snapshots = prefix_snapshots;
     if (duo) {
       auto layout = pattern_.Layout((*model)->config(), sparsity);
       EXPECT_TRUE(layout.ok()) << layout.status();
@@ -116,10 +118,55 @@ TEST_F(DuoModelTest, ChunkedPrefillPastTheWindowGivesTheSameTokens) {
             static_cast<size_t>(pattern_.sink + pattern_.recent));
   Usage usage;
   const auto a = Greedy(*one, doc, 24, &usage);
-  EXPECT_EQ(usage.cached_prompt_tokens, 0);  // prefix caching is off with streaming heads
-  EXPECT_EQ(Greedy(*chunked, doc, 24), a);
-  EXPECT_EQ(Greedy(*one, doc, 24, &usage), a);  // again: recomputed, same tokens
   EXPECT_EQ(usage.cached_prompt_tokens, 0);
+  EXPECT_EQ(Greedy(*chunked, doc, 24), a);
+  // Without prefix snapshots, prefix caching is off with streaming heads: recomputed.
+  EXPECT_EQ(Greedy(*one, doc, 24, &usage), a);
+  EXPECT_EQ(usage.cached_prompt_tokens, 0);
+  EXPECT_FALSE(one->Stats().duo.prefix_caching);
+}
+
+TEST_F(DuoModelTest, PrefixCacheHitsRestoreTheStreamingHeads) {
+  std::string doc;
+  for (int i = 0; i < 60; ++i) {
+    doc += "Line " + std::to_string(i) + ": the river carries the boats past the old mill. ";
+  }
+  const std::string q1 = doc + "\nQuestion: what does the river carry?\nAnswer:";
+  const std::string q2 = doc + "\nQuestion: what is old?\nAnswer:";
+  // Plain recompute (no snapshots) is the reference; chunks of 96 end on block boundaries, so
+  // the cached engine keeps a snapshot every 96 tokens and one at each prompt's last full block.
+  auto reference = Make(0.5, 96, true, 64ll << 20, 4, /*prefix_snapshots=*/0);
+  auto cached = Make(0.5, 96, true, 64ll << 20, 4, /*prefix_snapshots=*/8);
+  const size_t doc_tokens = cached->tokenizer().Encode(doc, true, false).size();
+  ASSERT_GT(doc_tokens, static_cast<size_t>(2 * (pattern_.sink + pattern_.recent)));
+  EngineStats st = cached->Stats();
+  EXPECT_TRUE(st.duo.prefix_caching);
+  EXPECT_EQ(st.duo.prefix_snapshot_capacity, 8);
+  EXPECT_EQ(st.duo.prefix_snapshots, 0);
+
+  Usage usage;
+  const auto want1 = Greedy(*reference, q1, 24);
+  const auto want2 = Greedy(*reference, q2, 24);
+  EXPECT_EQ(Greedy(*cached, q1, 24, &usage), want1);
+  EXPECT_EQ(usage.cached_prompt_tokens, 0);
+  WaitIdle(*cached);
+  st = cached->Stats();
+  EXPECT_GT(st.duo.prefix_snapshots, 0);
+  EXPECT_EQ(st.duo.prefix_snapshot_bytes,
+            st.duo.prefix_snapshots * cached->config().duo->StreamingBytesPerSequence());
+  // The same question again resumes at the prompt's last full block.
+  EXPECT_EQ(Greedy(*cached, q1, 24, &usage), want1);
+  const int q1_tokens = usage.prompt_tokens;
+  EXPECT_EQ(usage.cached_prompt_tokens, (q1_tokens - 1) / 16 * 16);
+  // Another question on the same document resumes at the last snapshot inside the document.
+  EXPECT_EQ(Greedy(*cached, q2, 24, &usage), want2);
+  EXPECT_GE(usage.cached_prompt_tokens, static_cast<int>(doc_tokens) - 96);
+  EXPECT_LE(usage.cached_prompt_tokens, static_cast<int>(doc_tokens));
+  EXPECT_EQ(usage.cached_prompt_tokens % 96, 0);
+  EXPECT_GT(cached->Stats().prefix_cache_hits, 0);
+  // At most `capacity` snapshots are held.
+  WaitIdle(*cached);
+  EXPECT_LE(cached->Stats().duo.prefix_snapshots, 8);
 }
 
 TEST_F(DuoModelTest, ReportsRetrievalAndStreamingBytes) {
@@ -147,7 +194,7 @@ TEST_F(DuoModelTest, ReportsRetrievalAndStreamingBytes) {
   EXPECT_EQ(s.duo.recent, pattern_.recent);
   EXPECT_EQ(s.duo.streaming_kv_heads, 45);
   EXPECT_EQ(s.duo.total_kv_heads, 90);
-  EXPECT_FALSE(s.duo.prefix_caching);
+  EXPECT_FALSE(s.duo.prefix_caching);  // no prefix snapshots (Make's default here)
   const EngineStats::Duo off = full->Stats().duo;
   EXPECT_FALSE(off.enabled);
   EXPECT_EQ(off.streaming_kv_heads, 0);

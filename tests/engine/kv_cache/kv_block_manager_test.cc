@@ -165,6 +165,36 @@ TEST(KvBlockManagerTest, HitLeavesTheLastTokenToCompute) {
   EXPECT_CONSISTENT(kv);
 }
 
+TEST(KvBlockManagerTest, HitFilterCutsHitsBackToAnAcceptedPrefix) {
+  KvBlockManager kv(Config(4, 16));
+  ASSERT_TRUE(kv.Allocate(1, Tokens(0, 17)).ok());
+  ASSERT_TRUE(kv.MarkComputed(1, 17).ok());  // four full blocks indexed
+  const IndexedPrefix one = kv.Indexed(1);
+  EXPECT_EQ(one.num_tokens, 16);
+  EXPECT_EQ(one.last.id, Table(kv, 1)[3]);
+  // Accept only the 8-token prefix, identified by its last cached block.
+  const CachedBlock second = {Table(kv, 1)[1], 0};
+  std::vector<int> asked;
+  kv.SetPrefixHitFilter([&](CachedBlock last, int n) {
+    asked.push_back(n);
+    return n == 8 && last.id == second.id;
+  });
+  EXPECT_EQ(kv.FreeBlocksNeeded(Tokens(0, 17)), 3);  // 17 tokens = 5 blocks, 2 of them hits
+  EXPECT_EQ(*kv.Allocate(2, Tokens(0, 17)), 8);
+  EXPECT_EQ(asked, (std::vector<int>{16, 12, 8, 16, 12, 8}));
+  EXPECT_EQ(kv.Indexed(2).num_tokens, 8);
+  EXPECT_EQ(kv.Indexed(2).last.id, second.id);
+  EXPECT_EQ(kv.prefix_cache_stats().hits, 8);
+  // Nothing accepted: no hit at all (the empty prefix needs no approval).
+  kv.SetPrefixHitFilter([](CachedBlock, int) { return false; });
+  EXPECT_EQ(*kv.Allocate(3, Tokens(0, 17)), 0);
+  EXPECT_EQ(kv.Indexed(3).num_tokens, 0);
+  kv.SetPrefixHitFilter(nullptr);
+  EXPECT_EQ(*kv.Allocate(4, Tokens(0, 17)), 16);
+  EXPECT_EQ(kv.Indexed(99).num_tokens, 0);
+  EXPECT_CONSISTENT(kv);
+}
+
 TEST(KvBlockManagerTest, FreedBlocksStayCachedForLaterRequests) {
   KvBlockManager kv(Config(4, 4));
   ASSERT_TRUE(kv.Allocate(1, Tokens(0, 10)).ok());

@@ -329,6 +329,34 @@ TEST(SchedulerTest, SharedPromptIsServedFromThePrefixCache) {
   EXPECT_EQ(s->kv().prefix_cache_stats().queries, 60);
 }
 
+TEST(SchedulerTest, PrefillStopsAtTheLastFullBlockWhenAsked) {
+  SchedulerConfig c = Config(4, 64);
+  c.stop_prefill_at_last_block = true;
+  auto s = Make(c, 4, 32);
+  Driver d(s.get());
+  const std::vector<int32_t> prompt = Prompt(3, 30);  // last full block before token 29 ends at 28
+  ASSERT_TRUE(s->Add(Seq(1, prompt, 3)).ok());
+  StepPlan p = d.Run();
+  ASSERT_EQ(p.seqs.size(), 1u);
+  EXPECT_EQ(p.seqs[0].num_tokens, 28);
+  EXPECT_FALSE(p.seqs[0].samples);
+  p = d.Run();
+  EXPECT_EQ(p.seqs[0].start, 28);
+  EXPECT_EQ(p.seqs[0].num_tokens, 2);
+  EXPECT_TRUE(p.seqs[0].samples);
+  while (s->HasWork()) d.Run();
+  EXPECT_EQ(d.output(1), Reference(prompt, 3));
+  // A prompt whose chunks already end before the boundary, and one that ends on it + 1.
+  ASSERT_TRUE(s->Add(Seq(2, Prompt(50, 100), 1)).ok());
+  std::vector<int> chunks;
+  while (s->HasWork()) chunks.push_back(d.Run().num_tokens);
+  EXPECT_EQ(chunks, (std::vector<int>{64, 32, 4}));
+  ASSERT_TRUE(s->Add(Seq(3, Prompt(7, 9), 1)).ok());
+  EXPECT_EQ(d.Run().num_tokens, 8);
+  EXPECT_EQ(d.Run().num_tokens, 1);
+  EXPECT_EQ(d.output(3), Reference(Prompt(7, 9), 1));
+}
+
 TEST(SchedulerTest, CancellationFreesBlocks) {
   auto s = Make(Config(4, 64), 4, 16);
   Driver d(s.get());
