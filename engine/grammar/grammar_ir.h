@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "engine/tokenizer/unicode.h"
+
 namespace loom::grammar::internal {
 
 inline constexpr uint32_t kMaxCodePoint = 0x10FFFF;
@@ -84,6 +86,7 @@ inline uint32_t Utf8MinCodePoint(int len) {
 inline uint32_t Utf8MaxCodePoint(int len) {
   return len == 2 ? 0x7FF : len == 3 ? 0xFFFF : len == 4 ? kMaxCodePoint : 0x7F;
 }
-void AppendUtf8(uint32_t cp, std::string* out);
+// UTF-8 of one code point (the tokenizer's encoder).
+using tokenizer::AppendUtf8;
 
 }  // namespace loom::grammar::internal
