@@ -10,7 +10,6 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf/gguf_writer.h"
 #include "engine/model/backend.h"
 #include "engine/model/duo_layout.h"
 #include "engine/model/kv_pool.h"
@@ -18,6 +17,7 @@
 #include "engine/model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
+#include "tests/engine/model/tiny_llama.h"
 
 namespace loom::engine {
 namespace {
@@ -33,66 +33,18 @@ std::vector<int32_t> Tokens(int n, int salt) {
   return t;
 }
 
-std::string Q8(const std::vector<float>& x) {
-  std::string out(kernels::RowBytes(DType::kQ8_0, static_cast<int64_t>(x.size())), '\0');
-  kernels::QuantizeRow(DType::kQ8_0, x.data(), out.data(), static_cast<int64_t>(x.size()));
-  return out;
-}
-
 class DuoTiny : public ::testing::Test {
  protected:
   void SetUp() override {
-    std::mt19937 rng(7);
-    std::normal_distribution<float> nd(0.0f, 0.5f);
-    gguf::GgufWriter w;
-    w.AddString("general.architecture", "llama");
-    w.AddString("general.name", "tiny-duo");
-    w.AddUint32("llama.block_count", kLayers);
-    w.AddUint32("llama.context_length", 256);
-    w.AddUint32("llama.embedding_length", kDim);
-    w.AddUint32("llama.feed_forward_length", kFfn);
-    w.AddUint32("llama.attention.head_count", kHeads);
-    w.AddUint32("llama.attention.head_count_kv", kKvHeads);
-    w.AddUint32("llama.attention.key_length", kHeadDim);
-    w.AddUint32("llama.attention.value_length", kHeadDim);
-    w.AddUint32("llama.rope.dimension_count", kHeadDim);
-    w.AddFloat32("llama.rope.freq_base", 10000.0f);
-    w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    w.AddUint32("llama.vocab_size", kVocab);
-    auto add = [&](const std::string& name, int64_t ne0, int64_t ne1, float scale) {
-      std::string bytes;
-      for (int64_t r = 0; r < ne1; ++r) {
-        std::vector<float> row(ne0);
-        for (float& x : row) x = nd(rng) * scale;
-        bytes += Q8(row);
-      }
-      w.AddTensor(name, DType::kQ8_0, {ne0, ne1}, bytes);
+    TinyLlamaSpec spec;
+    spec.name = "tiny-duo";
+    spec.layers = kLayers, spec.dim = kDim, spec.heads = kHeads, spec.kv_heads = kKvHeads;
+    spec.ffn = kFfn, spec.vocab = kVocab, spec.seed = 7;
+    // Large Q/K weights: peaked attention, so that dropping positions shows in the logits.
+    spec.scale = [](const std::string& t) {
+      return t == "attn_q" || t == "attn_k" ? 0.8f : t == "attn_v" ? 0.5f : 0.3f;
     };
-    auto add_norm = [&](const std::string& name) {
-      std::vector<float> v(kDim);
-      for (float& x : v) x = 1.0f + 0.1f * nd(rng);
-      w.AddTensorF32(name, {kDim}, v);
-    };
-    add("token_embd.weight", kDim, kVocab, 1.0f);
-    add_norm("output_norm.weight");
-    for (int l = 0; l < kLayers; ++l) {
-      const std::string p = "blk." + std::to_string(l) + ".";
-      add_norm(p + "attn_norm.weight");
-      add_norm(p + "ffn_norm.weight");
-      // Large Q/K weights: peaked attention, so that dropping positions shows in the logits.
-      add(p + "attn_q.weight", kDim, kHeads * kHeadDim, 0.8f);
-      add(p + "attn_k.weight", kDim, kKvHeads * kHeadDim, 0.8f);
-      add(p + "attn_v.weight", kDim, kKvHeads * kHeadDim, 0.5f);
-      add(p + "attn_output.weight", kHeads * kHeadDim, kDim, 0.3f);
-      add(p + "ffn_gate.weight", kDim, kFfn, 0.3f);
-      add(p + "ffn_up.weight", kDim, kFfn, 0.3f);
-      add(p + "ffn_down.weight", kFfn, kDim, 0.3f);
-    }
-    auto bytes = w.Serialize();
-    ASSERT_TRUE(bytes.ok()) << bytes.status();
-    auto file = gguf::GgufFile::FromBuffer(*bytes);
-    ASSERT_TRUE(file.ok()) << file.status();
-    auto model = Model::FromFile(std::move(*file));
+    auto model = BuildTinyLlama(spec);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
     auto backend = CreateBackend("cpu", *model_, {.n_threads = 2});

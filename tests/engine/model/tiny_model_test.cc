@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/gguf/gguf_writer.h"
 #include "engine/model/backend.h"
 #include "engine/model/kv_pool.h"
 #include "engine/model/model.h"
 #include "gtest/gtest.h"
 #include "kernels/kernels.h"
+#include "tests/engine/model/tiny_llama.h"
 
 namespace loom::engine {
 namespace {
@@ -24,41 +24,6 @@ using kernels::DType;
 
 constexpr int kLayers = 2, kDim = 64, kHeads = 4, kKvHeads = 2, kFfn = 128, kVocab = 96;
 constexpr int kHeadDim = kDim / kHeads;
-
-// Q4_1 quantization as ggml's reference does it (min/max per block of 32).
-std::string QuantizeQ4_1(const std::vector<float>& x) {
-  std::string out;
-  for (size_t b = 0; b < x.size(); b += 32) {
-    float lo = x[b], hi = x[b];
-    for (int j = 0; j < 32; ++j) lo = std::min(lo, x[b + j]), hi = std::max(hi, x[b + j]);
-    const float d = (hi - lo) / 15.0f;
-    const float id = d != 0 ? 1.0f / d : 0.0f;
-    kernels::BlockQ4_1 blk;
-    blk.d = kernels::Fp32ToFp16(d);
-    blk.m = kernels::Fp32ToFp16(lo);
-    for (int j = 0; j < 16; ++j) {
-      int q0 = std::min(15, static_cast<int>((x[b + j] - lo) * id + 0.5f));
-      int q1 = std::min(15, static_cast<int>((x[b + j + 16] - lo) * id + 0.5f));
-      blk.qs[j] = static_cast<uint8_t>(q0 | (q1 << 4));
-    }
-    out.append(reinterpret_cast<const char*>(&blk), sizeof(blk));
-  }
-  return out;
-}
-
-std::string QuantizeAs(DType t, const std::vector<float>& x) {
-  if (t == DType::kQ4_1) return QuantizeQ4_1(x);
-  std::string out(kernels::RowBytes(t, static_cast<int64_t>(x.size())), '\0');
-  if (t == DType::kF32) {
-    std::memcpy(out.data(), x.data(), out.size());
-  } else if (t == DType::kF16) {
-    kernels::Fp32ToFp16Row(x.data(), reinterpret_cast<kernels::fp16_t*>(out.data()),
-                           static_cast<int64_t>(x.size()));
-  } else {
-    kernels::QuantizeRow(t, x.data(), out.data(), static_cast<int64_t>(x.size()));
-  }
-  return out;
-}
 
 std::vector<int32_t> Tokens(int n, int salt) {
   std::vector<int32_t> t(n);
@@ -73,59 +38,16 @@ class TinyModel : public ::testing::Test {
   // Layer 0's matrices in `layer0`; layer 1's in `layer1` but attn_v Q8_0 and ffn_up F32 (mixed
   // types in one layer); token embedding (tied output) in `embd`.
   void Build(DType layer0, DType layer1, DType embd) {
-    std::mt19937 rng(42);
-    std::normal_distribution<float> nd(0.0f, 0.5f);
-    gguf::GgufWriter w;
-    w.AddString("general.architecture", "llama");
-    w.AddString("general.name", "tiny");
-    w.AddUint32("llama.block_count", kLayers);
-    w.AddUint32("llama.context_length", 256);
-    w.AddUint32("llama.embedding_length", kDim);
-    w.AddUint32("llama.feed_forward_length", kFfn);
-    w.AddUint32("llama.attention.head_count", kHeads);
-    w.AddUint32("llama.attention.head_count_kv", kKvHeads);
-    w.AddUint32("llama.rope.dimension_count", kHeadDim);
-    w.AddFloat32("llama.rope.freq_base", 10000.0f);
-    w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    w.AddUint32("llama.vocab_size", kVocab);
-    auto add = [&](const std::string& name, DType t, int64_t ne0, int64_t ne1, float scale) {
-      std::vector<float> v(ne0 * ne1);
-      for (float& x : v) x = nd(rng) * scale;
-      std::string bytes;
-      for (int64_t r = 0; r < ne1; ++r) {
-        bytes += QuantizeAs(t, std::vector<float>(v.begin() + r * ne0, v.begin() + (r + 1) * ne0));
-      }
-      if (ne1 == 1) {
-        w.AddTensor(name, t, {ne0}, bytes);
-      } else {
-        w.AddTensor(name, t, {ne0, ne1}, bytes);
-      }
+    TinyLlamaSpec spec;
+    spec.layers = kLayers, spec.dim = kDim, spec.heads = kHeads, spec.kv_heads = kKvHeads;
+    spec.ffn = kFfn, spec.vocab = kVocab, spec.seed = 42;
+    spec.type = [=](int l, const std::string& t) {
+      if (l == 1 && t == "attn_v") return DType::kQ8_0;
+      if (l == 1 && t == "ffn_up") return DType::kF32;
+      return l == 0 ? layer0 : layer1;
     };
-    auto add_norm = [&](const std::string& name) {
-      std::vector<float> v(kDim);
-      for (float& x : v) x = 1.0f + 0.1f * nd(rng);
-      w.AddTensorF32(name, {kDim}, v);
-    };
-    add("token_embd.weight", embd, kDim, kVocab, 1.0f);
-    add_norm("output_norm.weight");
-    const DType types[kLayers] = {layer0, layer1};
-    for (int l = 0; l < kLayers; ++l) {
-      const std::string p = "blk." + std::to_string(l) + ".";
-      add_norm(p + "attn_norm.weight");
-      add_norm(p + "ffn_norm.weight");
-      add(p + "attn_q.weight", types[l], kDim, kDim, 0.3f);
-      add(p + "attn_k.weight", types[l], kDim, kKvHeads * kHeadDim, 0.3f);
-      add(p + "attn_v.weight", l == 1 ? DType::kQ8_0 : types[l], kDim, kKvHeads * kHeadDim, 0.3f);
-      add(p + "attn_output.weight", types[l], kDim, kDim, 0.3f);
-      add(p + "ffn_gate.weight", types[l], kDim, kFfn, 0.3f);
-      add(p + "ffn_up.weight", l == 1 ? DType::kF32 : types[l], kDim, kFfn, 0.3f);
-      add(p + "ffn_down.weight", types[l], kFfn, kDim, 0.3f);
-    }
-    auto bytes = w.Serialize();
-    ASSERT_TRUE(bytes.ok()) << bytes.status();
-    auto file = gguf::GgufFile::FromBuffer(*bytes);
-    ASSERT_TRUE(file.ok()) << file.status();
-    auto model = Model::FromFile(std::move(*file));
+    spec.embd_type = embd;
+    auto model = BuildTinyLlama(spec);
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model);
   }
