@@ -61,7 +61,8 @@ def run_mapreduce(client, url, ex, args):
     t0 = time.time()
     r = client.post(url + "/v1/pipelines/mapreduce", timeout=None, json={
         "document": ex["context"], "question": ex["input"], "task": "retrieval",
-        "context_window": args.context_window, "max_tokens": args.max_tokens})
+        "context_window": args.context_window, "max_tokens": args.max_tokens,
+        "evidence": args.evidence})
     wall = time.time() - t0
     if r.status_code != 200:
         return {"pred": "", "error": f"HTTP {r.status_code}: {r.text[:200]}", "seconds": wall,
@@ -153,6 +154,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--context-window", type=int, default=4096, help="MapReduce's L")
     ap.add_argument("--max-tokens", type=int, default=300, help="per MapReduce call")
+    ap.add_argument("--evidence", choices=["answered", "grounded"], default="grounded",
+                    help="which map results the reduce reads (MapReduceOptions::evidence)")
     ap.add_argument("--no-truncation", action="store_true",
                     help="skip the truncation baseline (it costs as much as MapReduce at 16K)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
@@ -162,7 +165,8 @@ def main():
     srv = None if args.url else start_loom(args)
     url = args.url.rstrip("/") if args.url else srv.url
     result = {"model": args.model, "threads": args.threads, "context_window": args.context_window,
-              "max_tokens": args.max_tokens, "seed": args.seed, "n": args.n,
+              "max_tokens": args.max_tokens, "evidence": args.evidence, "seed": args.seed,
+              "n": args.n,
               "rules": infinitebench.DEFAULT_RULES, "cells": []}
     t_start = time.time()
     try:

@@ -192,6 +192,12 @@ std::vector<ChunkResult> Runner::Evidence(const std::vector<ChunkResult>& result
   for (const ChunkResult& r : results) {
     if (!r.no_information || keep_no_information_) out.push_back(r);
   }
+  const auto grounded = [](const ChunkResult& r) { return r.grounded; };
+  if (opts_.evidence == "grounded" && std::any_of(out.begin(), out.end(), grounded)) {
+    out.erase(
+        std::remove_if(out.begin(), out.end(), [](const ChunkResult& r) { return !r.grounded; }),
+        out.end());
+  }
   return out;
 }
 
@@ -256,7 +262,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   LOOM_ASSIGN_OR_RETURN(prompts_, LoadPrompts(opts_.prompts_dir, opts_.task));
   const GrammarLimits limits = LimitsForMaxTokens(opts_.max_tokens);
   structured_grammar_ = StructuredGrammar(limits);
-  reduce_grammar_ = ReduceGrammar(limits);
+  reduce_grammar_ = ReduceGrammar(limits, ReduceAnswerFirst(opts_.task));
 
   // Budgets: L minus the template (with the question) and the completion.
   const int window = std::min(opts_.context_window, gen_.context_length());
@@ -363,6 +369,10 @@ absl::Status MapReduceOptions::Validate() const {
   if (!(temperature >= 0 && temperature <= 2)) return bad("temperature must be in [0, 2]");
   if (max_document_bytes < 1) return bad("max_document_bytes must be at least 1");
   if (prompts_dir.empty()) return bad("prompts_dir must not be empty");
+  if (evidence != "answered" && evidence != "grounded") {
+    return bad(
+        absl::StrCat("evidence must be \"answered\" or \"grounded\", not \"", evidence, "\""));
+  }
   return absl::OkStatus();
 }
 

@@ -43,6 +43,10 @@ struct MapReduceOptions {
   // Generate outputs under the protocol's GBNF grammars (protocol.h). Off only for generators
   // that cannot take a grammar; the parsers then read free text as well as they can.
   bool use_grammar = true;
+  // Which map results the collapse and reduce read: "answered" (the paper: all but
+  // [NO INFORMATION]) or "grounded" (as "answered", but when some results are grounded, i.e.
+  // their Extracted Information is copied from their chunk, only those; docs/mapreduce.md).
+  std::string evidence = "answered";
 
   // InvalidArgument naming the first bad field.
   absl::Status Validate() const;

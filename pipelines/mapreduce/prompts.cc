@@ -63,6 +63,8 @@ const std::vector<std::string>& KnownTasks() {
 
 double TaskScoreCap(std::string_view task) { return task == "retrieval" ? 3.0 : 4.5; }
 
+bool ReduceAnswerFirst(std::string_view task) { return task == "retrieval"; }
+
 absl::StatusOr<PromptSet> LoadPrompts(std::string_view dir, std::string_view task) {
   const std::vector<std::string>& known = KnownTasks();
   if (std::find(known.begin(), known.end(), task) == known.end()) {

@@ -28,6 +28,10 @@ const std::vector<std::string>& KnownTasks();
 // The highest score a map result may keep when its answer is not word for word in its chunk
 // (CapUnlessLiteral): 3.0 for retrieval, 4.5 for the others, as the tasks' scoring.txt say.
 double TaskScoreCap(std::string_view task);
+// Whether the reduce writes its Answer before its Rationale: for retrieval, whose answer is a
+// value copied from a note (a small model copies the Answer line of the note it reads when that is
+// what comes next, and drifts into its rationale otherwise); the other tasks reason first.
+bool ReduceAnswerFirst(std::string_view task);
 
 struct PromptSet {
   std::string task;

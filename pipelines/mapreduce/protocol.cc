@@ -156,17 +156,11 @@ bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
   return true;
 }
 
-void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question) {
-  std::string text = Normalize(r->extracted);
-  while (!text.empty() && (text.back() == '.' || text.back() == '"')) text.pop_back();
-  while (!text.empty() && text.front() == '"') text.erase(0, 1);
-  r->grounded = false;
-  if (text.size() < 12 || IsNoInformation(text) ||
-      Normalize(source).find(text) == std::string::npos) {
-    return;
-  }
-  // Words of the question (letters and digits, 3 or more, lower case) found in the text.
-  const std::string q = Normalize(question);
+namespace {
+
+// Whether `text` has a word of the question (letters and digits, 3 or more, lower case, not a
+// function word). Both are normalized.
+bool SharesQuestionWord(std::string_view text, std::string_view q) {
   for (size_t i = 0; i < q.size();) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(q[i]))) {
       ++i;
@@ -174,12 +168,38 @@ void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view ques
     }
     size_t j = i;
     while (j < q.size() && absl::ascii_isalnum(static_cast<unsigned char>(q[j]))) ++j;
-    const std::string_view word = std::string_view(q).substr(i, j - i);
-    if (word.size() >= 3 && !IsStopWord(word) && ContainsWord(text, word)) {
+    const std::string_view word = q.substr(i, j - i);
+    if (word.size() >= 3 && !IsStopWord(word) && ContainsWord(text, word)) return true;
+    i = j;
+  }
+  return false;
+}
+
+}  // namespace
+
+void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question) {
+  r->grounded = false;
+  const std::string text = Normalize(r->extracted);
+  if (IsNoInformation(text)) return;
+  const std::string src = Normalize(source);
+  const std::string q = Normalize(question);
+  // Sentence by sentence (split after '.', '!' or '?' and a space): one copied sentence is enough,
+  // however much the model wrote around it.
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = begin;
+    while (end < text.size() && !((text[end] == '.' || text[end] == '!' || text[end] == '?') &&
+                                  (end + 1 == text.size() || text[end + 1] == ' '))) {
+      ++end;
+    }
+    std::string_view piece = std::string_view(text).substr(begin, end - begin);
+    begin = end + 2;
+    while (!piece.empty() && (piece.front() == '"' || piece.front() == ' ')) piece.remove_prefix(1);
+    while (!piece.empty() && (piece.back() == '"' || piece.back() == ' ')) piece.remove_suffix(1);
+    if (piece.size() >= 12 && src.find(piece) != std::string::npos &&
+        SharesQuestionWord(piece, q)) {
       r->grounded = true;
       return;
     }
-    i = j;
   }
 }
 
@@ -214,7 +234,14 @@ ChunkResult ParseChunkResult(std::string_view text, int index) {
 
 ReduceOutput ParseReduceOutput(std::string_view text) {
   ReduceOutput r;
-  const auto f = ParseFields(text, {{"rationale", "reasoning"}, {"answer", "final answer"}});
+  // Either order: the grammar writes the Answer first; free text may put the Rationale first.
+  const std::string lower = Lower(text);
+  const size_t a = lower.find("answer"), ra = lower.find("rationale");
+  const bool answer_first = a != std::string::npos && (ra == std::string::npos || a < ra);
+  auto f = answer_first
+               ? ParseFields(text, {{"answer", "final answer"}, {"rationale", "reasoning"}})
+               : ParseFields(text, {{"rationale", "reasoning"}, {"answer", "final answer"}});
+  if (answer_first) std::swap(f[0], f[1]);
   if (f[0]) r.rationale = *f[0];
   r.answer = f[1] ? *f[1] : Trim(text);
   r.parsed = f[0] && f[1];
@@ -259,9 +286,10 @@ std::string StructuredGrammar(const GrammarLimits& limits) {
       "score ::= [0-4] \".\" [0-9] | \"5.0\"\n");
 }
 
-std::string ReduceGrammar(const GrammarLimits& limits) {
+std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first) {
   // The reduce answer gets the extracted field's room too: it has no evidence line to write.
-  return absl::StrCat("root ::= \"Rationale: \" rationale \"\\nAnswer: \" answer\n",
+  return absl::StrCat(answer_first ? "root ::= \"Answer: \" answer \"\\nRationale: \" rationale\n"
+                                   : "root ::= \"Rationale: \" rationale \"\\nAnswer: \" answer\n",
                       FieldRule("rationale", limits.rationale_chars),
                       FieldRule("answer", limits.answer_chars + limits.extracted_chars));
 }

@@ -58,10 +58,12 @@ ReduceOutput ParseReduceOutput(std::string_view text);
 // ignored). Otherwise the score drops to `cap`. Returns true when it capped.
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
 
-// Sets r->grounded: the Extracted Information, which the prompts ask to copy exactly, is found word
-// for word in `source` (the chunk, or the notes a collapse read; compared as CapUnlessLiteral
-// does), is at least 12 characters, is not [NO INFORMATION], and shares a word of three or more
-// letters, other than a function word (the, what, ...), with `question` (so a copied but unrelated sentence does not count). A small model's
+// Sets r->grounded: a sentence of the Extracted Information, which the prompts ask to copy
+// exactly, is found word for word in `source` (the chunk, or the notes a collapse read; compared as
+// CapUnlessLiteral does), is at least 12 characters, and shares a word of three or more letters,
+// other than a function word (the, what, ...), with `question` (so a copied but unrelated sentence
+// does not count); [NO INFORMATION] is never grounded. Sentence by sentence, because a small model
+// often copies the right sentence and then rambles on. A small model's
 // scores say little (SmolLM2-135M scored its correct pass-key notes 0.0 and invented ones 4.5),
 // but whether it copied or invented its evidence can be checked.
 void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question);
@@ -89,7 +91,8 @@ struct GrammarLimits {
 GrammarLimits LimitsForMaxTokens(int max_tokens);
 // The map/collapse output: the four lines, nothing after the score.
 std::string StructuredGrammar(const GrammarLimits& limits);
-// The reduce output: "Rationale: ...\nAnswer: ...".
-std::string ReduceGrammar(const GrammarLimits& limits);
+// The reduce output: "Rationale: ...\nAnswer: ...", or with `answer_first` "Answer: ...\nRationale:
+// ..." (ReduceAnswerFirst).
+std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first = false);
 
 }  // namespace loom::pipelines::mapreduce

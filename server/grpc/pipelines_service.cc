@@ -35,6 +35,7 @@ grpc::Status PipelinesService::MapReduce(grpc::ServerContext* ctx,
   if (req->has_context_window()) call.context_window = req->context_window();
   if (req->has_max_tokens()) call.max_tokens = req->max_tokens();
   if (req->has_temperature()) call.temperature = req->temperature();
+  if (!req->evidence().empty()) call.evidence = req->evidence();
 
   std::atomic<bool> cancelled{false};
   std::atomic<bool> finished{false};

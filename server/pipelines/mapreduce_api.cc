@@ -89,6 +89,7 @@ std::optional<http::ApiError> ParseCall(const http::HttpRequest& req, MapReduceC
   call->question = text["question"];
   if (text.count("model")) call->model = text["model"];
   if (text.count("task")) call->task = text["task"];
+  if (text.count("evidence")) call->evidence = text["evidence"];
   auto get_int = [&](const char* name, int* out) -> std::optional<http::ApiError> {
     auto it = text.find(name);
     if (it == text.end()) return std::nullopt;
@@ -171,6 +172,7 @@ absl::StatusOr<mr::MapReduceResult> MapReduceApi::Run(
   opts.max_tokens = call.max_tokens;
   opts.task = call.task;
   opts.temperature = call.temperature;
+  opts.evidence = call.evidence;
   opts.prompts_dir = options_.prompts_dir;
   opts.max_parallel = options_.max_parallel;
   opts.max_document_bytes = options_.max_document_bytes;

@@ -40,6 +40,7 @@ struct MapReduceCall {
   int context_window = 4096;
   int max_tokens = 300;
   float temperature = 0;
+  std::string evidence = "answered";  // MapReduceOptions::evidence
 };
 
 class MapReduceApi {

@@ -72,6 +72,21 @@ def test_http_upload_whole_answer(mr_server, document):
     check_result(r.json(), document)
 
 
+def test_http_grounded_evidence(mr_server, document):
+    """evidence=grounded: the reduce reads only the grounded map results when there are any, so
+    the result's confidence (the best score the reduce read) is the best grounded score."""
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                   json={"document": document, "question": QUESTION, "evidence": "grounded",
+                         **SETTINGS})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    check_result(body, document)
+    grounded = [c["confidence"] for c in body["chunks"] if c["grounded"]]
+    answered = [c["confidence"] for c in body["chunks"] if not c["no_information"]]
+    print(f"grounded scores {grounded}, answered {answered}; answer {body['answer']!r}")
+    assert body["confidence"] == (max(grounded) if grounded else max(answered, default=0))
+
+
 @pytest.mark.parametrize("body,status,param", [
     ({"document": "   \n ", "question": QUESTION}, 400, None),
     ({"document": "abc\u0000def", "question": QUESTION}, 400, None),
@@ -80,7 +95,9 @@ def test_http_upload_whole_answer(mr_server, document):
     ({"document": "Some text."}, 400, "question"),
     ({"document": "Some text.", "question": QUESTION, "context_window": "big"}, 400,
      "context_window"),
-], ids=["blank", "binary", "too_large", "unknown_task", "no_question", "bad_number"])
+    ({"document": "Some text.", "question": QUESTION, "evidence": "best"}, 400, None),
+], ids=["blank", "binary", "too_large", "unknown_task", "no_question", "bad_number",
+        "unknown_evidence"])
 def test_http_bad_input(mr_server, body, status, param):
     r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60, json=body)
     assert r.status_code == status, r.text
@@ -118,6 +135,11 @@ def test_grpc_streams_progress(mr_server, loom_pipelines_pb, document):
             list(stub.MapReduce(pb.MapReduceRequest(document=document, question=QUESTION,
                                                     task="poetry")))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.MapReduce(pb.MapReduceRequest(document=document, question=QUESTION,
+                                                    evidence="best")))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "evidence" in e.value.details()
 
 
 def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):

@@ -3,6 +3,7 @@
 // FillTemplate substitutes once.
 #include "pipelines/mapreduce/prompts.h"
 
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 
@@ -12,7 +13,7 @@ namespace loom::pipelines::mapreduce {
 namespace {
 
 constexpr char kDir[] = "config/mapreduce";
-constexpr char kExampleLine[] = "\"Mara keeps bees\": 5.0";
+constexpr char kExampleLine[] = "Mara keeps bees scores 5.0";
 
 TEST(PromptsTest, EveryTaskLoadsWithTheCalibrationExample) {
   ASSERT_EQ(KnownTasks(), (std::vector<std::string>{"qa", "retrieval", "math", "code", "summary"}));
@@ -27,9 +28,14 @@ TEST(PromptsTest, EveryTaskLoadsWithTheCalibrationExample) {
       EXPECT_NE(t->find(kExampleLine), std::string::npos) << task;
       EXPECT_NE(t->find("Scoring rules:"), std::string::npos) << task;
     }
-    EXPECT_NE(p->map.find("Confidence Score:"), std::string::npos);
-    EXPECT_NE(p->collapse.find("Confidence Score:"), std::string::npos);
-    EXPECT_NE(p->reduce.find("Answer:"), std::string::npos);
+    // Each asks for the protocol's fields (as "Field:" lines, or in prose for retrieval).
+    auto lower = [](std::string s) {
+      for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      return s;
+    };
+    EXPECT_NE(lower(p->map).find("confidence score"), std::string::npos) << task;
+    EXPECT_NE(lower(p->collapse).find("confidence score"), std::string::npos) << task;
+    EXPECT_NE(lower(p->reduce).find("answer"), std::string::npos) << task;
   }
   auto retrieval = LoadPrompts(kDir, "retrieval");
   ASSERT_TRUE(retrieval.ok());

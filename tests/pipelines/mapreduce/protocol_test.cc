@@ -4,6 +4,7 @@
 
 #include "engine/grammar/grammar.h"
 #include "gtest/gtest.h"
+#include "pipelines/mapreduce/prompts.h"
 
 namespace loom::pipelines::mapreduce {
 namespace {
@@ -137,9 +138,12 @@ TEST(ProtocolTest, GroundedNotesAreReadFirst) {
       note(0, "The pass key is a phrase that is used to create a passkey.", 4.5),
       note(1, "6. There Is Always Room.", 1.1),
       note(2, "the  pass key is 71112", 0.0),  // case, white space, the period: still a copy
-      note(3, "71112", 3.0),                     // too short to tell copying from guessing
+      note(3, "71112", 3.0),                   // too short to tell copying from guessing
       note(4, "[NO INFORMATION] The pass key is 71112.", 5.0),
-      note(5, "What the essay is about.", 2.0)};  // shares only function words
+      note(5, "What the essay is about.", 2.0),  // shares only function words
+      // One copied sentence among invented ones (SmolLM2 on a 3K pass-key document).
+      note(6, "The pass key is 71112. The passage is about Web 2.0, and the answer is 71112", 3.0),
+      note(7, "The pass key is a pass key. The pass key is a pass key that is a key.", 3.0)};
   for (ChunkResult& r : notes) MarkGrounded(&r, chunk, "What is the pass key?");
   EXPECT_FALSE(notes[0].grounded);  // invented
   EXPECT_FALSE(notes[1].grounded);  // copied, but shares no word with the question
@@ -147,10 +151,12 @@ TEST(ProtocolTest, GroundedNotesAreReadFirst) {
   EXPECT_FALSE(notes[3].grounded);
   EXPECT_FALSE(notes[4].grounded);
   EXPECT_FALSE(notes[5].grounded);
+  EXPECT_TRUE(notes[6].grounded);
+  EXPECT_FALSE(notes[7].grounded);  // "the pass key is a" is in the chunk, no whole sentence
   SortForReading(&notes);
   std::vector<int> order;
   for (const ChunkResult& r : notes) order.push_back(r.index);
-  EXPECT_EQ(order, (std::vector<int>{2, 4, 0, 3, 5, 1}));
+  EXPECT_EQ(order, (std::vector<int>{6, 2, 4, 0, 3, 7, 5, 1}));
 }
 
 TEST(ProtocolTest, ReduceOutput) {
@@ -218,6 +224,16 @@ TEST(ProtocolTest, GrammarAcceptsFormattedResults) {
   const std::string rg = ReduceGrammar(lim);
   EXPECT_TRUE(Accepts(rg, "Rationale: part 2 says so.\nAnswer: 71432"));
   EXPECT_FALSE(Accepts(rg, "Rationale: x\nAnswer: 71432\nConfidence Score: 5.0"));
+  EXPECT_FALSE(Accepts(rg, "Answer: 71432\nRationale: part 2 says so."));
+  const std::string first = ReduceGrammar(lim, /*answer_first=*/true);
+  EXPECT_TRUE(Accepts(first, "Answer: 71432\nRationale: part 2 says so."));
+  EXPECT_FALSE(Accepts(first, "Rationale: part 2 says so.\nAnswer: 71432"));
+  const ReduceOutput parsed = ParseReduceOutput("Answer: 71432\nRationale: part 2 says so.");
+  EXPECT_TRUE(parsed.parsed);
+  EXPECT_EQ(parsed.answer, "71432");
+  EXPECT_EQ(parsed.rationale, "part 2 says so.");
+  EXPECT_TRUE(ReduceAnswerFirst("retrieval"));
+  EXPECT_FALSE(ReduceAnswerFirst("math"));
 }
 
 }  // namespace
