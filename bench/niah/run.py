@@ -109,6 +109,31 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def pattern_identity(pattern: Path) -> tuple:
+    """What a DuoAttention result depends on: the gates TSV's contents, sink and recent."""
+    js = json.loads(pattern.read_text())
+    return ((pattern.parent / js["gates"]).read_text(), js.get("sink"), js.get("recent"))
+
+
+def reusable(prev: dict, name: str, grid: dict, pattern: Path) -> dict | None:
+    """The config `name` of an earlier result when it was measured on the same grid (and, for
+    DuoAttention, the same gates), else None."""
+    if any(prev.get(k) != v for k, v in grid.items()):
+        return None
+    c = next((c for c in prev.get("configs", []) if c["name"] == name), None)
+    if c is None or c.get("reused_from"):
+        return None
+    if c.get("sparsity") is not None:
+        try:
+            old = Path(prev["pattern"])
+            old = old if old.is_absolute() else ROOT / old
+            if pattern_identity(old) != pattern_identity(pattern):
+                return None
+        except (OSError, KeyError, ValueError):
+            return None
+    return c
+
+
 def messages(context: str) -> list[dict]:
     return [{"role": "user", "content": PROMPT.format(context=context, question=QUESTION)}]
 
@@ -327,6 +352,10 @@ def main(argv=None) -> int:
     ap.add_argument("--full-from", type=Path,
                     help="take the full-attention results from this earlier JSON (same lengths, "
                          "depths, seed and max tokens) instead of measuring them again")
+    ap.add_argument("--reuse-from", type=Path, nargs="+", default=[],
+                    help="take any config (by name: full, duo-50, ...) from these earlier JSONs "
+                         "when the grid matches and, for DuoAttention, the gates TSV has the same "
+                         "contents (and sink/recent) as --pattern's")
     ap.add_argument("--sparsities", type=float, nargs="*", default=[0.25, 0.5, 0.75],
                     help="DuoAttention configs (fractions of streaming heads); full is always run")
     ap.add_argument("--lengths", nargs="+", default=None,
@@ -401,8 +430,19 @@ def main(argv=None) -> int:
         + (f" ({pattern_json['method']})" if pattern_json.get("method") else "")
         if pattern_json else "full attention only")
     t_all = time.time()
+    grid = {"lengths": lengths, "depths": depths, "seed": args.seed,
+            "max_tokens": args.max_tokens}
     for name, sparsity in configs:
-        if name == "full" and args.full_from:
+        earlier = [(path, reusable(json.loads(path.read_text()), name, grid, args.pattern))
+                   for path in args.reuse_from]
+        earlier = [(path, c) for path, c in earlier if c is not None]
+        if earlier:
+            path, c = earlier[0]
+            c = dict(c)
+            c["reused_from"] = _rel(path.resolve())
+            if c.get("pattern"):
+                c["pattern"] = _rel(args.pattern)
+        elif name == "full" and args.full_from:
             prev = json.loads(args.full_from.read_text())
             for key, want in (("lengths", lengths), ("depths", depths), ("seed", args.seed),
                               ("max_tokens", args.max_tokens)):
