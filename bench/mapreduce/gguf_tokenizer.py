@@ -29,54 +29,62 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 _STRING, _ARRAY = 8, 9
 
 
+def gguf_string(m, p: int) -> tuple[str, int]:
+    """The GGUF string at offset `p` of the mapped file `m`, and the offset after it."""
+    (n,) = struct.unpack_from("<Q", m, p)
+    return m[p + 8:p + 8 + n].decode("utf-8", errors="surrogateescape"), p + 8 + n
+
+
+def parse_gguf_header(m, path: str | Path, prefix: str = "") -> tuple[dict, int, int]:
+    """Header and key/value metadata of the mapped GGUF file `m`: (the metadata whose keys start
+    with `prefix`, the tensor count, the offset where the tensor infos begin)."""
+    if m[:4] != b"GGUF":
+        raise ValueError(f"{path}: not a GGUF file")
+    (version,) = struct.unpack_from("<I", m, 4)
+    if version < 2:
+        raise ValueError(f"{path}: GGUF version {version} is not supported")
+    n_tensors, n_kv = struct.unpack_from("<QQ", m, 8)
+    pos = 24
+
+    def read_value(t: int, p: int, keep: bool):
+        if t in _SCALARS:
+            fmt = _SCALARS[t]
+            return (struct.unpack_from(fmt, m, p)[0] if keep else None), p + struct.calcsize(fmt)
+        if t == _STRING:
+            if not keep:
+                (n,) = struct.unpack_from("<Q", m, p)
+                return None, p + 8 + n
+            return gguf_string(m, p)
+        if t == _ARRAY:
+            et, n = struct.unpack_from("<IQ", m, p)
+            p += 12
+            if et in _SCALARS:
+                size = struct.calcsize(_SCALARS[et])
+                vals = (list(struct.unpack_from("<" + _SCALARS[et][1] * n, m, p)) if keep else None)
+                return vals, p + size * n
+            out = [] if keep else None
+            for _ in range(n):
+                v, p = read_value(et, p, keep)
+                if keep:
+                    out.append(v)
+            return out, p
+        raise ValueError(f"{path}: unknown GGUF value type {t}")
+
+    meta = {}
+    for _ in range(n_kv):
+        key, pos = gguf_string(m, pos)
+        (t,) = struct.unpack_from("<I", m, pos)
+        keep = key.startswith(prefix)
+        val, pos = read_value(t, pos + 4, keep)
+        if keep:
+            meta[key] = val
+    return meta, n_tensors, pos
+
+
 def read_gguf_metadata(path: str | Path, prefix: str = "") -> dict:
     """The GGUF file's key/value metadata (keys starting with `prefix`); tensors are not read."""
     with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        if m[:4] != b"GGUF":
-            raise ValueError(f"{path}: not a GGUF file")
-        (version,) = struct.unpack_from("<I", m, 4)
-        if version < 2:
-            raise ValueError(f"{path}: GGUF version {version} is not supported")
-        _, n_kv = struct.unpack_from("<QQ", m, 8)
-        pos = 24
-
-        def read_str(p: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", m, p)
-            return m[p + 8:p + 8 + n].decode("utf-8", errors="surrogateescape"), p + 8 + n
-
-        def read_value(t: int, p: int, keep: bool):
-            if t in _SCALARS:
-                fmt = _SCALARS[t]
-                return (struct.unpack_from(fmt, m, p)[0] if keep else None), p + struct.calcsize(fmt)
-            if t == _STRING:
-                if not keep:
-                    (n,) = struct.unpack_from("<Q", m, p)
-                    return None, p + 8 + n
-                return read_str(p)
-            if t == _ARRAY:
-                et, n = struct.unpack_from("<IQ", m, p)
-                p += 12
-                if et in _SCALARS:
-                    size = struct.calcsize(_SCALARS[et])
-                    vals = (list(struct.unpack_from("<" + _SCALARS[et][1] * n, m, p)) if keep else None)
-                    return vals, p + size * n
-                out = [] if keep else None
-                for _ in range(n):
-                    v, p = read_value(et, p, keep)
-                    if keep:
-                        out.append(v)
-                return out, p
-            raise ValueError(f"{path}: unknown GGUF value type {t}")
-
-        meta = {}
-        for _ in range(n_kv):
-            key, pos = read_str(pos)
-            (t,) = struct.unpack_from("<I", m, pos)
-            keep = key.startswith(prefix)
-            val, pos = read_value(t, pos + 4, keep)
-            if keep:
-                meta[key] = val
-        return meta
+        return parse_gguf_header(m, path, prefix)[0]
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -121,7 +121,7 @@ def reusable(prev: dict, name: str, grid: dict, pattern: Path) -> dict | None:
     if any(prev.get(k) != v for k, v in grid.items()):
         return None
     c = next((c for c in prev.get("configs", []) if c["name"] == name), None)
-    if c is None or c.get("reused_from"):
+    if c is None:
         return None
     if c.get("sparsity") is not None:
         try:
@@ -432,24 +432,21 @@ def main(argv=None) -> int:
     t_all = time.time()
     grid = {"lengths": lengths, "depths": depths, "seed": args.seed,
             "max_tokens": args.max_tokens}
+    earlier = [(path, json.loads(path.read_text())) for path in args.reuse_from]
+    full_from = json.loads(args.full_from.read_text()) if args.full_from else None
+    for key, want in grid.items() if full_from else ():
+        if full_from.get(key) != want:
+            ap.error(f"--full-from {args.full_from}: {key} {full_from.get(key)} != {want}")
     for name, sparsity in configs:
-        earlier = [(path, reusable(json.loads(path.read_text()), name, grid, args.pattern))
-                   for path in args.reuse_from]
-        earlier = [(path, c) for path, c in earlier if c is not None]
-        if earlier:
-            path, c = earlier[0]
-            c = dict(c)
-            c["reused_from"] = _rel(path.resolve())
+        sources = earlier + ([(args.full_from, full_from)] if name == "full" and full_from else [])
+        found = next(((path, c) for path, prev in sources
+                      if (c := reusable(prev, name, grid, args.pattern)) is not None), None)
+        if found:
+            path, c = found
+            # Where it was measured: an earlier reuse keeps pointing at the original run.
+            c = dict(c, reused_from=c.get("reused_from") or _rel(path.resolve()))
             if c.get("pattern"):
                 c["pattern"] = _rel(args.pattern)
-        elif name == "full" and args.full_from:
-            prev = json.loads(args.full_from.read_text())
-            for key, want in (("lengths", lengths), ("depths", depths), ("seed", args.seed),
-                              ("max_tokens", args.max_tokens)):
-                if prev.get(key) != want:
-                    ap.error(f"--full-from {args.full_from}: {key} {prev.get(key)} != {want}")
-            c = dict(next(c for c in prev["configs"] if c["name"] == "full"))
-            c["reused_from"] = _rel(args.full_from)
         else:
             c = run_config(args, name, sparsity, items, lengths, depths, max_model_len)
         result["configs"].append(c)

@@ -192,11 +192,9 @@ std::vector<ChunkResult> Runner::Evidence(const std::vector<ChunkResult>& result
   for (const ChunkResult& r : results) {
     if (!r.no_information || keep_no_information_) out.push_back(r);
   }
-  const auto grounded = [](const ChunkResult& r) { return r.grounded; };
-  if (opts_.evidence == "grounded" && std::any_of(out.begin(), out.end(), grounded)) {
-    out.erase(
-        std::remove_if(out.begin(), out.end(), [](const ChunkResult& r) { return !r.grounded; }),
-        out.end());
+  if (opts_.evidence == "grounded" &&
+      std::any_of(out.begin(), out.end(), [](const ChunkResult& r) { return r.grounded; })) {
+    std::erase_if(out, [](const ChunkResult& r) { return !r.grounded; });
   }
   return out;
 }

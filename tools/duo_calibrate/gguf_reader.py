@@ -1,8 +1,9 @@
 """A small GGUF tensor reader in numpy: header, metadata, tensor infos, alignment, dequantisation.
 
 Used by the DuoAttention calibration (tools/duo_calibrate) to load the exact weights Loom serves,
-without llama.cpp or the `gguf` package. Metadata is parsed here too (the tensor infos follow it,
-so it must be walked anyway); the tokenizer is bench/mapreduce/gguf_tokenizer.py.
+without llama.cpp or the `gguf` package. The header and metadata are parsed by
+bench/mapreduce/gguf_tokenizer.py (the repo's GGUF tokenizer); this reads the tensor infos after
+them and the tensors.
 
 Supported tensor types: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q6_K (SmolLM2-135M
 Q4_1 uses F32, Q4_1 and Q8_0). The GGUF layout is ggml's: `ne[0]` is the row length (the fastest
@@ -18,13 +19,16 @@ from __future__ import annotations
 
 import mmap
 import struct
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q",
-            11: "<q", 12: "<d"}
-_STRING, _ARRAY = 8, 9
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from bench.mapreduce.gguf_tokenizer import gguf_string, parse_gguf_header  # noqa: E402
 
 # ggml type id -> (name, elements per block, bytes per block)
 GGML_TYPES = {
@@ -138,21 +142,10 @@ class GgufReader:
         self._f = open(self.path, "rb")
         self._m = mmap.mmap(self._f.fileno(), 0, access=mmap.ACCESS_READ)
         m = self._m
-        if m[:4] != b"GGUF":
-            raise ValueError(f"{path}: not a GGUF file")
-        (self.version,) = struct.unpack_from("<I", m, 4)
-        if self.version < 2:
-            raise ValueError(f"{path}: GGUF version {self.version} is not supported")
-        n_tensors, n_kv = struct.unpack_from("<QQ", m, 8)
-        pos = 24
-        self.metadata: dict = {}
-        for _ in range(n_kv):
-            key, pos = self._str(pos)
-            (t,) = struct.unpack_from("<I", m, pos)
-            self.metadata[key], pos = self._value(t, pos + 4)
+        self.metadata, n_tensors, pos = parse_gguf_header(m, self.path)
         self.tensors: dict[str, TensorInfo] = {}
         for _ in range(n_tensors):
-            name, pos = self._str(pos)
+            name, pos = gguf_string(m, pos)
             (n_dims,) = struct.unpack_from("<I", m, pos)
             ne = struct.unpack_from("<" + "Q" * n_dims, m, pos + 4)
             pos += 4 + 8 * n_dims
@@ -161,29 +154,6 @@ class GgufReader:
             self.tensors[name] = TensorInfo(name, tuple(int(x) for x in ne), type_id, offset)
         self.alignment = int(self.metadata.get("general.alignment", 32))
         self.data_offset = (pos + self.alignment - 1) // self.alignment * self.alignment
-
-    def _str(self, p: int) -> tuple[str, int]:
-        (n,) = struct.unpack_from("<Q", self._m, p)
-        return self._m[p + 8:p + 8 + n].decode("utf-8", errors="surrogateescape"), p + 8 + n
-
-    def _value(self, t: int, p: int):
-        if t in _SCALARS:
-            fmt = _SCALARS[t]
-            return struct.unpack_from(fmt, self._m, p)[0], p + struct.calcsize(fmt)
-        if t == _STRING:
-            return self._str(p)
-        if t == _ARRAY:
-            et, n = struct.unpack_from("<IQ", self._m, p)
-            p += 12
-            if et in _SCALARS:
-                size = struct.calcsize(_SCALARS[et])
-                return list(struct.unpack_from("<" + _SCALARS[et][1] * n, self._m, p)), p + size * n
-            out = []
-            for _ in range(n):
-                v, p = self._value(et, p)
-                out.append(v)
-            return out, p
-        raise ValueError(f"{self.path}: unknown GGUF value type {t}")
 
     def tensor(self, name: str) -> np.ndarray:
         """The tensor dequantised to float32, numpy shape = ne reversed (rows of ne[0])."""
