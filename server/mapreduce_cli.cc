@@ -214,6 +214,7 @@ int RunMapReduceCli(const std::vector<std::string>& args) {
                 {"collapse_rounds", r->collapse_rounds},
                 {"chunks", std::move(chunks)},
                 {"prompt_tokens", r->prompt_tokens},
+                {"cached_prompt_tokens", r->cached_prompt_tokens},
                 {"completion_tokens", r->completion_tokens},
                 {"seconds", r->seconds}};
     std::cout << out.dump(2, ' ', false, json::error_handler_t::replace) << "\n";
@@ -221,10 +222,11 @@ int RunMapReduceCli(const std::vector<std::string>& args) {
     std::cout << r->answer << "\n";
     if (!o.quiet) {
       std::fprintf(stderr,
-                   "confidence %.1f; %d chunks, %d collapse rounds, %lld prompt + %lld generated "
-                   "tokens, %.1f s\n",
+                   "confidence %.1f; %d chunks, %d collapse rounds, %lld prompt (%lld cached) + "
+                   "%lld generated tokens, %.1f s\n",
                    r->confidence, r->num_chunks, r->collapse_rounds,
                    static_cast<long long>(r->prompt_tokens),
+                   static_cast<long long>(r->cached_prompt_tokens),
                    static_cast<long long>(r->completion_tokens), r->seconds);
     }
   }

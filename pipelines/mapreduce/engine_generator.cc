@@ -90,6 +90,7 @@ absl::StatusOr<GenerateResult> EngineGenerator::Generate(const GenerateCall& cal
       finished = true;
       out.finish_reason = ev.finish_reason;
       out.prompt_tokens = ev.usage.prompt_tokens;
+      out.cached_prompt_tokens = ev.usage.cached_prompt_tokens;
       out.completion_tokens = ev.usage.completion_tokens;
       if (ev.finish_reason == "error") return ev.status;
     }

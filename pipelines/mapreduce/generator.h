@@ -37,6 +37,7 @@ struct GenerateCall {
 struct GenerateResult {
   std::string text;
   int prompt_tokens = 0;
+  int cached_prompt_tokens = 0;  // of prompt_tokens, read from a prefix cache
   int completion_tokens = 0;
   std::string finish_reason;  // "stop" or "length"
 };

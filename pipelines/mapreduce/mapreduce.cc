@@ -98,8 +98,12 @@ class Runner {
   bool ExternallyCancelled() const { return cancelled_ && cancelled_->load(); }
 
   // Runs fn(0..n-1) on up to max_parallel threads. The first error stops the others (running
-  // calls see Stopping()); an external cancel gives Cancelled.
-  absl::Status Parallel(int n, const std::function<absl::Status(int)>& fn);
+  // calls see Stopping()); an external cancel gives Cancelled. With `first_alone`, fn(0) runs
+  // before the others start: the calls of a stage share their prompt's head (instructions and
+  // calibration example), and once the first call has read it the engine's prefix cache serves
+  // it to the rest instead of every call prefilling it again.
+  absl::Status Parallel(int n, const std::function<absl::Status(int)>& fn,
+                        bool first_alone = false);
   absl::StatusOr<std::vector<int>> Count(const std::vector<std::string_view>& texts);
   // Prompt tokens of `tmpl` with an empty context.
   absl::StatusOr<int> Overhead(const std::string& tmpl);
@@ -122,27 +126,33 @@ class Runner {
 
   std::atomic<bool> aborted_{false};
   std::atomic<int64_t> prompt_tokens_{0};
+  std::atomic<int64_t> cached_prompt_tokens_{0};
   std::atomic<int64_t> completion_tokens_{0};
   std::mutex progress_mu_;
 };
 
-absl::Status Runner::Parallel(int n, const std::function<absl::Status(int)>& fn) {
+absl::Status Runner::Parallel(int n, const std::function<absl::Status(int)>& fn,
+                              bool first_alone) {
   std::atomic<int> next{0};
   std::mutex mu;
   absl::Status first_error;
+  auto run = [&](int i) {
+    absl::Status st = fn(i);
+    if (!st.ok()) {
+      std::lock_guard<std::mutex> lock(mu);
+      if (first_error.ok()) first_error = std::move(st);
+      aborted_.store(true);
+    }
+  };
   auto work = [&] {
     while (!Stopping()) {
       const int i = next.fetch_add(1);
       if (i >= n) break;
-      absl::Status st = fn(i);
-      if (!st.ok()) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (first_error.ok()) first_error = std::move(st);
-        aborted_.store(true);
-      }
+      run(i);
     }
   };
-  const int threads = std::min(n, opts_.max_parallel);
+  if (first_alone && n > 1 && !Stopping()) run(next++);
+  const int threads = std::min(n - next.load(), opts_.max_parallel);
   if (threads <= 1) {
     work();
   } else {
@@ -179,6 +189,7 @@ absl::StatusOr<GenerateResult> Runner::Call(std::string prompt, const std::strin
   call.is_cancelled = [this] { return Stopping(); };
   LOOM_ASSIGN_OR_RETURN(GenerateResult r, gen_.Generate(call));
   prompt_tokens_.fetch_add(r.prompt_tokens);
+  cached_prompt_tokens_.fetch_add(r.cached_prompt_tokens);
   completion_tokens_.fetch_add(r.completion_tokens);
   return r;
 }
@@ -249,7 +260,7 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
       std::lock_guard<std::mutex> lock(progress_mu_);
       Emit({"collapse", ++done, n, round, merged[g]});
       return absl::OkStatus();
-    }));
+    }, /*first_alone=*/true));
     *evidence = Evidence(merged);
   }
   return absl::OkStatus();
@@ -315,7 +326,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
     result.chunks[i] = r;
     Emit({"map", ++done, n, 0, std::move(r)});
     return absl::OkStatus();
-  }));
+  }, /*first_alone=*/true));
 
   // Collapse.
   std::vector<ChunkResult> evidence = Evidence(result.chunks);
@@ -347,6 +358,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   for (const ChunkResult& r : evidence)
     result.confidence = std::max(result.confidence, r.confidence);
   result.prompt_tokens = prompt_tokens_.load();
+  result.cached_prompt_tokens = cached_prompt_tokens_.load();
   result.completion_tokens = completion_tokens_.load();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return result;

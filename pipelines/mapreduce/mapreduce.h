@@ -69,6 +69,8 @@ struct MapReduceResult {
   int collapse_rounds = 0;
   int num_chunks = 0;
   int64_t prompt_tokens = 0;  // over every call
+  // Of prompt_tokens, those the generator served from its prefix cache (0 where it does not say).
+  int64_t cached_prompt_tokens = 0;
   int64_t completion_tokens = 0;
   double seconds = 0;
 };

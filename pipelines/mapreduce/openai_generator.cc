@@ -245,6 +245,9 @@ absl::StatusOr<GenerateResult> OpenAiGenerator::Generate(const GenerateCall& cal
   if (const json* usage = Field(j, "usage"); usage != nullptr) {
     out.prompt_tokens = static_cast<int>(IntField(*usage, "prompt_tokens", 0));
     out.completion_tokens = static_cast<int>(IntField(*usage, "completion_tokens", 0));
+    if (const json* details = Field(*usage, "prompt_tokens_details"); details != nullptr) {
+      out.cached_prompt_tokens = static_cast<int>(IntField(*details, "cached_tokens", 0));
+    }
   }
   return out;
 }

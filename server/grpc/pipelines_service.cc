@@ -76,6 +76,7 @@ grpc::Status PipelinesService::MapReduce(grpc::ServerContext* ctx,
   ev.set_collapse_rounds(r->collapse_rounds);
   ev.set_prompt_tokens(r->prompt_tokens);
   ev.set_completion_tokens(r->completion_tokens);
+  ev.set_cached_prompt_tokens(r->cached_prompt_tokens);
   ev.set_seconds(r->seconds);
   writer->Write(ev);
   return grpc::Status::OK;

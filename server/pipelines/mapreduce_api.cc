@@ -44,7 +44,8 @@ json ResultJson(const mr::MapReduceResult& r) {
           {"usage",
            {{"prompt_tokens", r.prompt_tokens},
             {"completion_tokens", r.completion_tokens},
-            {"total_tokens", r.prompt_tokens + r.completion_tokens}}},
+            {"total_tokens", r.prompt_tokens + r.completion_tokens},
+            {"prompt_tokens_details", {{"cached_tokens", r.cached_prompt_tokens}}}}},
           {"seconds", r.seconds}};
 }
 

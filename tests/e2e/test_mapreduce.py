@@ -38,6 +38,9 @@ def check_result(body, document):
     assert all(0 <= c["confidence"] <= 5 for c in body["chunks"])
     assert body["answer"].strip()
     assert body["usage"]["prompt_tokens"] > len(document) // 8
+    # The first map call runs alone, so the prefix cache serves the prompt head to the others.
+    cached = body["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 0 < cached < body["usage"]["prompt_tokens"]
 
 
 def test_http_streams_progress_then_the_answer(mr_server, document):
@@ -128,6 +131,7 @@ def test_grpc_streams_progress(mr_server, loom_pipelines_pb, document):
         assert any(e.stage == "map" and e.chunk.answer for e in events)
         final = events[-1]
         assert final.num_chunks == len(final.chunks) >= 2 and final.answer
+        assert 0 < final.cached_prompt_tokens < final.prompt_tokens
         with pytest.raises(grpc.RpcError) as e:
             list(stub.MapReduce(pb.MapReduceRequest(document="", question=QUESTION)))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -158,6 +162,9 @@ def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):
                             capture_output=True, text=True, timeout=600)
     assert remote.returncode == 0, remote.stderr
     assert json.loads(remote.stdout)["num_chunks"] == out["num_chunks"]
+    # The local engine's prefix cache, and the server's as reported back through the endpoint.
+    assert 0 < out["cached_prompt_tokens"] < out["prompt_tokens"]
+    assert json.loads(remote.stdout)["cached_prompt_tokens"] > 0
     bad = subprocess.run([LOOM_BIN, "mapreduce", "--doc", str(doc)], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--question" in bad.stderr

@@ -59,20 +59,24 @@ class FakeGenerator : public Generator {
     const Stage stage = prompt.find("Merge the notes") != std::string::npos ? Stage::kCollapse
                         : prompt.find("Give the final answer") != std::string::npos ? Stage::kReduce
                                                                                     : Stage::kMap;
+    size_t me;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      calls.push_back({stage, prompt, call.grammar});
+      me = calls.size();
+      calls.push_back({stage, prompt, call.grammar, clock_++, -1});
       max_in_flight = std::max(max_in_flight, ++in_flight_);
     }
     absl::StatusOr<std::string> text = script_(stage, prompt, call);
     {
       std::lock_guard<std::mutex> lock(mu_);
       --in_flight_;
+      calls[me].ended = clock_++;
     }
     if (!text.ok()) return text.status();
     GenerateResult r;
     r.text = *text;
     r.prompt_tokens = prompt_tokens;
+    r.cached_prompt_tokens = prompt_tokens / 4;  // as if a prefix cache served a quarter
     r.completion_tokens = Words(*text);
     r.finish_reason = "stop";
     return r;
@@ -85,6 +89,8 @@ class FakeGenerator : public Generator {
     Stage stage;
     std::string prompt;
     std::string grammar;
+    int started = 0;  // on a clock that ticks at every call's start and end
+    int ended = 0;
   };
   std::vector<Call> Calls(Stage stage) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -103,6 +109,7 @@ class FakeGenerator : public Generator {
   const int context_;
   Script script_;
   int in_flight_ = 0;
+  int clock_ = 0;
 };
 
 // The map chunk inside a map prompt.
@@ -234,7 +241,15 @@ TEST(MapReduceTest, FindsTheKeyWithOrderedProgress) {
   EXPECT_EQ(found, 1);
   EXPECT_GT(gen.max_in_flight, 1);
   EXPECT_GT(r->prompt_tokens, 0);
+  EXPECT_GT(r->cached_prompt_tokens, 0);
+  EXPECT_LT(r->cached_prompt_tokens, r->prompt_tokens);
   EXPECT_GT(r->completion_tokens, 0);
+
+  // The first map call ran alone, so that a prefix cache holds the prompt's shared head before
+  // the other calls read it; the rest ran together.
+  const auto maps = gen.Calls(Stage::kMap);
+  ASSERT_EQ(static_cast<int>(maps.size()), n);
+  for (size_t i = 1; i < maps.size(); ++i) EXPECT_LT(maps[0].ended, maps[i].started) << i;
 
   // split, map x n (done 1..n), reduce start and end.
   ASSERT_EQ(static_cast<int>(events.size()), 1 + n + 2);

@@ -76,7 +76,10 @@ class FakeOpenAiServer {
                       {{{"index", 0},
                         {"message", {{"role", "assistant"}, {"content", "echo: " + content}}},
                         {"finish_reason", "length"}}}},
-                     {"usage", {{"prompt_tokens", 7}, {"completion_tokens", 3}}}};
+                     {"usage",
+                      {{"prompt_tokens", 7},
+                       {"completion_tokens", 3},
+                       {"prompt_tokens_details", {{"cached_tokens", 5}}}}}};
       res.set_content(answer.dump(), "application/json");
     });
     port_ = svr_.bind_to_any_port("127.0.0.1");
@@ -165,6 +168,7 @@ TEST(OpenAiGeneratorTest, GeneratesAndCounts) {
   EXPECT_EQ(r->text, "echo: hello");
   EXPECT_EQ(r->finish_reason, "length");
   EXPECT_EQ(r->prompt_tokens, 7);
+  EXPECT_EQ(r->cached_prompt_tokens, 5);
   EXPECT_EQ(r->completion_tokens, 3);
   const json sent = server.last();
   EXPECT_EQ(sent["model"], "fake-model");
