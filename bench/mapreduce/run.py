@@ -15,7 +15,10 @@ window/length (the needle survives only when it sits in the kept part).
 
 Time: MapReduce reads every token of every document; on two CPU cores SmolLM2-135M prefills
 roughly 400-600 tokens/s, so one 128K example takes minutes. The full grid (3 tasks x 4 lengths x
-20 examples) takes many hours; choose --tasks/--lengths/--n to fit.
+20 examples) takes many hours; choose --tasks/--lengths/--n to fit. Results accumulate: every
+finished example is written to --out at once, and a later run with the same settings (model,
+L, max_tokens, evidence, seed) reuses the examples already there and keeps the other cells, so the
+grid can be filled over several runs (--fresh starts over).
 
   .venv/bin/python bench/mapreduce/run.py --tasks passkey --lengths 16k --n 20
   .venv/bin/python bench/mapreduce/run.py --tasks passkey number_string --lengths 16k 128k --n 20
@@ -26,6 +29,8 @@ import json
 import os
 import sys
 import time
+
+import subprocess
 
 import httpx
 
@@ -57,6 +62,39 @@ def truncate_middle(client, url, text, keep):
     return client.post(url + "/detokenize", json={"tokens": kept}).json()["prompt"]
 
 
+# What must match for a stored example to be reused.
+SETTINGS = ("model", "context_window", "max_tokens", "evidence", "seed", "rules")
+
+
+def git_commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
+                              capture_output=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load_previous(path, result):
+    """The earlier run's cells at `path` when its settings match `result`'s, else {} (or exit)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        old = json.load(f)
+    key = lambda r, k: os.path.basename(str(r.get(k))) if k == "model" else r.get(k)  # noqa: E731
+    differ = [k for k in SETTINGS if key(old, k) != key(result, k)]
+    if differ:
+        sys.exit(f"{path} was measured with other settings ({', '.join(differ)}): pass --fresh "
+                 f"to replace it, or --out for a new file")
+    return {(c["task"], c["length"]): c for c in old.get("cells", [])}
+
+
+def reuse(cell, method):
+    """Stored rows of `method` in `cell`, by example id (rows with an error are run again)."""
+    if not cell:
+        return {}
+    return {r["id"]: r for r in cell["examples"][method] if not r.get("error")}
+
+
 def run_mapreduce(client, url, ex, args):
     t0 = time.time()
     r = client.post(url + "/v1/pipelines/mapreduce", timeout=None, json={
@@ -76,6 +114,7 @@ def run_mapreduce(client, url, ex, args):
               "value_in_answer": any(g in c["answer"] for g in gold)}
              for c in body.get("chunks", [])]
     return {"pred": body["answer"], "seconds": wall, "tokens": body["usage"]["total_tokens"],
+            "cached_tokens": body["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0),
             "num_chunks": body["num_chunks"], "collapse_rounds": body["collapse_rounds"],
             "confidence": body["confidence"], "rationale": body.get("rationale", ""),
             "map_found": any(n["value_in_extracted"] or n["value_in_answer"] for n in notes),
@@ -105,7 +144,8 @@ def summarize(rows, task):
     out = {"accuracy": 100.0 * sum(scores) / max(1, len(scores)), "n": len(rows),
             "errors": sum(1 for r in rows if r.get("error")),
             "seconds_total": sum(r["seconds"] for r in rows),
-            "tokens_total": sum(r["tokens"] for r in rows)}
+            "tokens_total": sum(r["tokens"] for r in rows),
+            "cached_tokens_total": sum(r.get("cached_tokens", 0) for r in rows)}
     if rows and "map_found" in rows[0]:
         # Share of examples where some map note held the value (in Extracted Information or
         # Answer), and where some note's Answer did: the reduce can only pick what the map found.
@@ -152,22 +192,37 @@ def main():
     ap.add_argument("--lengths", nargs="+", default=["16k", "32k", "64k", "128k"])
     ap.add_argument("--n", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--context-window", type=int, default=4096, help="MapReduce's L")
-    ap.add_argument("--max-tokens", type=int, default=300, help="per MapReduce call")
+    # The pipeline's defaults are the paper's L = 4096 and 300 tokens; SmolLM2-135M finds needles
+    # far better in 1K-token calls (docs/mapreduce.md), so the benchmark defaults to those.
+    ap.add_argument("--context-window", type=int, default=1024, help="MapReduce's L")
+    ap.add_argument("--max-tokens", type=int, default=150, help="per MapReduce call")
     ap.add_argument("--evidence", choices=["answered", "grounded"], default="grounded",
                     help="which map results the reduce reads (MapReduceOptions::evidence)")
     ap.add_argument("--no-truncation", action="store_true",
                     help="skip the truncation baseline (it costs as much as MapReduce at 16K)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
+    ap.add_argument("--fresh", action="store_true",
+                    help="ignore the examples already in --out instead of reusing them")
     args = ap.parse_args()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
 
-    srv = None if args.url else start_loom(args)
-    url = args.url.rstrip("/") if args.url else srv.url
     result = {"model": args.model, "threads": args.threads, "context_window": args.context_window,
               "max_tokens": args.max_tokens, "evidence": args.evidence, "seed": args.seed,
-              "n": args.n,
               "rules": infinitebench.DEFAULT_RULES, "cells": []}
+    previous = {} if args.fresh else load_previous(args.out, result)
+    # Cells of earlier runs that this one does not measure are kept as they are.
+    measured = {(t, synth.parse_length(n)) for t in args.tasks for n in args.lengths}
+    kept = [c for k, c in previous.items() if k not in measured]
+    commit = git_commit()
+
+    def save():
+        result["cells"] = sorted(kept + cells, key=lambda c: (c["task"], c["length"]))
+        with open(args.out, "w") as f:  # partial results survive a stopped run
+            json.dump(result, f, indent=2)
+
+    srv = None if args.url else start_loom(args)
+    url = args.url.rstrip("/") if args.url else srv.url
+    cells = []
     t_start = time.time()
     try:
         with httpx.Client(timeout=None) as client:
@@ -176,29 +231,47 @@ def main():
             for task in args.tasks:
                 for length in args.lengths:
                     examples = synth.generate(task, length, args.n, seed=args.seed)
-                    mr_rows, tr_rows = [], []
-                    for i, ex in enumerate(examples):
-                        row = run_mapreduce(client, url, ex, args)
-                        row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
-                        mr_rows.append(row)
-                        print(f"  {task} {length} #{i}: mapreduce {row['pred'][:60]!r} "
-                              f"(answer {ex['answer'][0]}; map found it: "
-                              f"{row.get('map_found')}) {row['seconds']:.0f} s", flush=True)
-                    with concurrent.futures.ThreadPoolExecutor(4) as pool:
-                        futs = [] if args.no_truncation else [
-                            pool.submit(run_truncated, client, url, ex, task, window, args)
-                            for ex in examples]
-                        for ex, f in zip(examples, futs):
-                            row = f.result()
-                            row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"))
-                            tr_rows.append(row)
+                    old = previous.get((task, synth.parse_length(length)))
+                    old_mr, old_tr = reuse(old, "mapreduce"), reuse(old, "truncation")
                     cell = {"task": task, "length": synth.parse_length(length),
-                            "mapreduce": summarize(mr_rows, task),
-                            "truncation": summarize(tr_rows, task),
-                            "examples": {"mapreduce": mr_rows, "truncation": tr_rows}}
-                    result["cells"].append(cell)
-                    with open(args.out, "w") as f:  # partial results survive a stopped run
-                        json.dump(result, f, indent=2)
+                            "examples": {"mapreduce": [], "truncation": []}}
+                    cells.append(cell)
+                    mr_rows, tr_rows = cell["examples"]["mapreduce"], cell["examples"]["truncation"]
+
+                    def finish():
+                        cell["mapreduce"] = summarize(mr_rows, task)
+                        cell["truncation"] = summarize(tr_rows, task)
+                        save()
+
+                    reused = sum(ex["id"] in old_mr for ex in examples)
+                    if reused:
+                        print(f"  {task} {length}: reusing {reused} MapReduce examples from "
+                              f"{args.out}", flush=True)
+                    for i, ex in enumerate(examples):
+                        row = old_mr.get(ex["id"])
+                        if row is None:
+                            row = run_mapreduce(client, url, ex, args)
+                            row.update(id=ex["id"], answer=ex["answer"], depth=ex.get("depth"),
+                                       commit=commit)
+                            print(f"  {task} {length} #{i}: mapreduce {row['pred'][:60]!r} "
+                                  f"(answer {ex['answer'][0]}; map found it: "
+                                  f"{row.get('map_found')}) {row['seconds']:.0f} s", flush=True)
+                        mr_rows.append(row)
+                        finish()
+                    todo = [] if args.no_truncation else [
+                        ex for ex in examples if ex["id"] not in old_tr]
+                    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                        futs = {ex["id"]: pool.submit(run_truncated, client, url, ex, task,
+                                                      window, args) for ex in todo}
+                        for ex in examples:
+                            if ex["id"] in old_tr:
+                                tr_rows.append(old_tr[ex["id"]])
+                            elif ex["id"] in futs:
+                                row = futs[ex["id"]].result()
+                                row.update(id=ex["id"], answer=ex["answer"],
+                                           depth=ex.get("depth"), commit=commit)
+                                tr_rows.append(row)
+                    finish()
                     print(f"{task:14s} {length:>5s}: MapReduce {cell['mapreduce']['accuracy']:5.1f}% "
                           f"(map found the value in {cell['mapreduce'].get('map_found', 0):.0f}%) "
                           f"({cell['mapreduce']['seconds_total']:.0f} s, "
@@ -209,8 +282,7 @@ def main():
         if srv:
             srv.stop()
     result["wall_s"] = time.time() - t_start
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=2)
+    save()
     png = os.path.splitext(args.out)[0] + ".png"
     plot(result, png)
     print(f"\n{'task':14s} {'length':>7s} {'MapReduce':>10s} {'truncated':>10s} {'window/len':>10s}")
