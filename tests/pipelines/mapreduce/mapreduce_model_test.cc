@@ -181,7 +181,13 @@ TEST_F(MapReduceModelTest, FindsThePassKeyInASixThousandTokenHaystack) {
   int parsed = 0;
   for (const ChunkResult& c : r->chunks) parsed += c.parsed;
   EXPECT_EQ(parsed, n) << "under the grammar every map output parses";
+  // Greedy decoding on batch-invariant kernels makes the run deterministic, so the answer is a
+  // property of the pipeline and the model: the grounded evidence and the answer-first reduce
+  // are what let SmolLM2-135M find this key (docs/mapreduce.md).
   const bool found = r->answer.find("71432") != std::string::npos;
+  EXPECT_TRUE(found) << "answer: " << r->answer;
+  // The first map call ran alone, so the others read the prompt head from the prefix cache.
+  EXPECT_GT(r->cached_prompt_tokens, 0);
   std::printf("[run] %d-token document, %d chunks, %d/%d map outputs parsed, %d collapse rounds\n",
               doc_tokens, n, parsed, n, r->collapse_rounds);
   for (const ChunkResult& c : r->chunks) {
