@@ -1,6 +1,7 @@
 // Every compute kernel Loom has, as stateless free functions. Backends call these; each has a naive
 // reference in kernels/cpu/reference.h and a test comparing the two (tests/kernels/cpu/).
-// The CPU versions pick AVX2/FMA or scalar code once, at run time (never AVX-512 only).
+// The CPU versions pick AVX-512 VNNI, AVX2/FMA or scalar code once, at run time (AVX-512 is never
+// required).
 //
 //   std::vector<uint8_t> xq(RowBytes(VecDotType(w.type), k) * m);
 //   QuantizeRows(VecDotType(w.type), x, xq.data(), k, m);
@@ -17,8 +18,9 @@
 namespace loom::kernels {
 
 // ---- CPU features ------------------------------------------------------------------------------
-// Name of the code path in use: "avx2" or "scalar". LOOM_FORCE_SCALAR=1 in the environment forces
-// the scalar path (for tests and comparisons).
+// Name of the code path in use: "avx512", "avx2" or "scalar". LOOM_FORCE_SCALAR=1 in the
+// environment forces the scalar path, LOOM_NO_AVX512=1 at most the AVX2 one (for tests and
+// comparisons).
 std::string_view CpuPath();
 
 // ---- Conversions -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 // Internals of the CPU kernels: which code path runs, and the per-path entry points that the public
-// functions of kernels/kernels.h dispatch to. Tests use SetPathForTesting to run both paths:
+// functions of kernels/kernels.h dispatch to. Tests use SetPathForTesting to run every path:
 //
 //   if (loom::kernels::cpu::SetPathForTesting(loom::kernels::cpu::Path::kAvx2)) { ... }
 //   loom::kernels::cpu::SetPathForTesting(loom::kernels::cpu::Path::kScalar);
@@ -13,13 +13,19 @@
 
 namespace loom::kernels::cpu {
 
-enum class Path { kScalar, kAvx2 };
+// kAvx512 is the AVX2 path with the AVX-512 VNNI kernels where there are some (Q4 prefill).
+enum class Path { kScalar, kAvx2, kAvx512 };
 
 // True when the binary has the AVX2 code and the CPU (and OS) support AVX2, FMA and F16C.
 bool Avx2Supported();
-// The path in use: AVX2 when supported unless LOOM_FORCE_SCALAR=1, or what a test selected.
+// True when, in addition, the CPU (and OS) support AVX-512 F, BW, VL and VNNI.
+bool Avx512Supported();
+// The path in use: the widest supported, unless LOOM_FORCE_SCALAR=1 (scalar) or LOOM_NO_AVX512=1
+// (at most AVX2), or what a test selected.
 Path ActivePath();
-inline bool UseAvx2() { return ActivePath() == Path::kAvx2; }
+// The AVX2 code runs on both the AVX2 and the AVX-512 path.
+inline bool UseAvx2() { return ActivePath() != Path::kScalar; }
+inline bool UseAvx512() { return ActivePath() == Path::kAvx512; }
 // Selects `p` for the whole process (tests only); false, and no change, when `p` is unsupported.
 bool SetPathForTesting(Path p);
 
@@ -36,7 +42,7 @@ enum ScratchSlot : int {
   kScratchAttnAcc = 1,  // AttentionHeadBlocks: output accumulators
   kScratchMatX = 2,     // MatMulRows: activations repacked for the kernel
   kScratchMatTile = 3,  // MatMulRows: per-token-tile scale vectors
-  kScratchMatW = 4,     // MatMulRows: weight scales of a chunk of rows
+  kScratchMatW = 4,     // MatMulRows: weight scales (AVX-512: and quants) of a chunk of rows
   kScratchRowsQ = 5,    // AttentionRowsBlocks: the rows' q rounded to fp16
   kScratchRowsS = 6,    // AttentionRowsBlocks: the rows' scores / probabilities
   kScratchRowsKv = 7,   // AttentionRowsBlocks: one tile of K (transposed) or V in f32
@@ -103,5 +109,14 @@ void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t head_dim, float scale);
 }  // namespace avx2
+
+// AVX-512 F/BW/VL/VNNI code (the *_avx512.cc files); call only when UseAvx512().
+namespace avx512 {
+// MatMulRows for m >= 2 tokens (kernels.h describes the arguments); same bits as avx2::MatMulQ4_*.
+void MatMulQ4_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
+                int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+void MatMulQ4_1(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
+                int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+}  // namespace avx512
 
 }  // namespace loom::kernels::cpu

@@ -124,6 +124,9 @@ TEST(CpuPathTest, ReportsThePathInUse) {
   if (cpu::SetPathForTesting(Path::kAvx2)) {
     EXPECT_EQ(CpuPath(), "avx2");
   }
+  if (cpu::SetPathForTesting(Path::kAvx512)) {
+    EXPECT_EQ(CpuPath(), "avx512");
+  }
   cpu::SetPathForTesting(saved);
 }
 

@@ -1,7 +1,9 @@
 // MatMulRows against the reference for the decode (m = 1) and prefill (tiled) kernels: odd block
-// counts, partial row ranges, ldy > n_out, and rows outside the range left untouched.
+// counts, partial row ranges, ldy > n_out, and rows outside the range left untouched; and the
+// AVX-512 VNNI prefill kernel against the AVX2 kernels, bit for bit.
 
 #include <cmath>
+#include <cstring>
 
 #include "tests/kernels/cpu/test_util.h"
 
@@ -117,6 +119,75 @@ TEST_P(MatMulTest, BatchDoesNotChangeTheBits) {
 }
 
 LOOM_INSTANTIATE_PATHS(MatMulTest);
+
+// Sets the n_qs quant bytes (from offset qs) of each block of block_bytes in rows[begin, end) to v.
+void FillQuants(std::vector<uint8_t>& rows, size_t block_bytes, size_t qs, size_t n_qs,
+                size_t begin, size_t end, uint8_t v) {
+  for (size_t b = begin; b < end; b += block_bytes) std::memset(&rows[b + qs], v, n_qs);
+}
+
+TEST(MatMulAvx512Test, VnniKernelGivesTheAvx2Bits) {
+  // The AVX-512 VNNI prefill kernel must give the AVX2 kernels' bits for every output: through
+  // MatMulRows on each path, and called directly for every batch size (MatMulRows sends small ones
+  // to the decode kernel), with odd block counts, row ranges not starting at 0, partial 16-row
+  // tiles, and the extreme quants (all-15 nibbles against all -128 or 127).
+  if (!cpu::Avx512Supported()) GTEST_SKIP() << "CPU lacks AVX-512 F/BW/VL/VNNI";
+  struct RestorePath {
+    Path saved = cpu::ActivePath();
+    ~RestorePath() { cpu::SetPathForTesting(saved); }
+  } restore;
+  struct Range {
+    int64_t begin, end;
+  };
+  // Row ranges of 32 + 5, 32, 16 + 9, 1 and 16 rows (the kernel takes 32 rows at a time).
+  const Range ranges[] = {{0, 37}, {3, 35}, {2, 27}, {17, 18}, {5, 37}, {16, 32}};
+  std::mt19937 rng(5);
+  for (DType t : {DType::kQ4_0, DType::kQ4_1}) {
+    const bool q4_0 = t == DType::kQ4_0;
+    for (int64_t k : {32, 96, 544, 576, 1568}) {  // 1, 3, 17, 18 and 49 blocks
+      const int64_t n_out = 37, max_m = 40;
+      const size_t wrb = RowBytes(t, k), xrb = RowBytes(VecDotType(t), k);
+      std::vector<uint8_t> w, x;
+      for (int64_t i = 0; i < n_out; ++i) {
+        const std::vector<uint8_t> r = RandomRow(rng, t, k);
+        w.insert(w.end(), r.begin(), r.end());
+      }
+      for (int64_t j = 0; j < max_m; ++j) {
+        const std::vector<uint8_t> r = RandomActRow(rng, t, k);
+        x.insert(x.end(), r.begin(), r.end());
+      }
+      FillQuants(w, q4_0 ? 18 : 20, q4_0 ? 2 : 4, 16, 4 * wrb, 5 * wrb, 0xFF);
+      FillQuants(x, q4_0 ? 34 : 36, q4_0 ? 2 : 4, 32, 2 * xrb, 3 * xrb, 0x80);
+      FillQuants(x, q4_0 ? 34 : 36, q4_0 ? 2 : 4, 32, 6 * xrb, 7 * xrb, 0x7F);
+      for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 8, 9, 40}) {
+        for (const Range& r : ranges) {
+          const int64_t ldy = n_out + 2;
+          auto run = [&](auto fn) {
+            std::vector<float> y(static_cast<size_t>(ldy * m), -12345.0f);
+            fn(w.data(), wrb, k, x.data(), xrb, m, y.data(), ldy, r.begin, r.end);
+            return y;
+          };
+          auto matmul_rows = [&](Path p) {
+            EXPECT_TRUE(cpu::SetPathForTesting(p));
+            return run([t](auto... args) { MatMulRows(t, args...); });
+          };
+          const std::vector<float> want = matmul_rows(Path::kAvx2);
+          const std::vector<float> got[] = {
+              matmul_rows(Path::kAvx512),
+              run(q4_0 ? cpu::avx512::MatMulQ4_0 : cpu::avx512::MatMulQ4_1),
+              run(q4_0 ? cpu::avx2::MatMulQ4_0 : cpu::avx2::MatMulQ4_1)};
+          for (const std::vector<float>& g : got) {
+            for (size_t i = 0; i < want.size(); ++i) {
+              ASSERT_EQ(Bits(g[i]), Bits(want[i]))
+                  << DTypeName(t) << " k=" << k << " m=" << m << " rows [" << r.begin << ", "
+                  << r.end << ") token " << i / ldy << " row " << i % ldy;
+            }
+          }
+        }
+      }
+    }
+  }
+}
 
 }  // namespace
 }  // namespace loom::kernels::testing

@@ -25,22 +25,34 @@ class PathTest : public ::testing::TestWithParam<Path> {
  protected:
   void SetUp() override {
     saved_ = cpu::ActivePath();
-    if (!cpu::SetPathForTesting(GetParam())) GTEST_SKIP() << "CPU lacks AVX2/FMA/F16C";
+    if (!cpu::SetPathForTesting(GetParam())) GTEST_SKIP() << "CPU lacks " << PathFeatures();
   }
   void TearDown() override { cpu::SetPathForTesting(saved_); }
 
  private:
+  const char* PathFeatures() const {
+    return GetParam() == Path::kAvx512 ? "AVX-512 F/BW/VL/VNNI" : "AVX2/FMA/F16C";
+  }
+
   Path saved_ = Path::kScalar;
 };
 
 inline std::string PathName(const ::testing::TestParamInfo<Path>& info) {
-  return info.param == Path::kAvx2 ? "Avx2" : "Scalar";
+  switch (info.param) {
+    case Path::kAvx512:
+      return "Avx512";
+    case Path::kAvx2:
+      return "Avx2";
+    default:
+      return "Scalar";
+  }
 }
 
-#define LOOM_INSTANTIATE_PATHS(suite)                                                            \
-  INSTANTIATE_TEST_SUITE_P(                                                                      \
-      Paths, suite,                                                                              \
-      ::testing::Values(::loom::kernels::cpu::Path::kScalar, ::loom::kernels::cpu::Path::kAvx2), \
+#define LOOM_INSTANTIATE_PATHS(suite)                                                           \
+  INSTANTIATE_TEST_SUITE_P(                                                                     \
+      Paths, suite,                                                                             \
+      ::testing::Values(::loom::kernels::cpu::Path::kScalar, ::loom::kernels::cpu::Path::kAvx2, \
+                        ::loom::kernels::cpu::Path::kAvx512),                                   \
       ::loom::kernels::testing::PathName)
 
 inline std::vector<float> RandomFloats(std::mt19937& rng, int64_t n, float lo, float hi) {
