@@ -64,6 +64,10 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
                          float* scores, float* out) {
+  if (cpu::UseAvx512()) {
+    return cpu::avx512::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size,
+                                            kv_stride, n_kv, head_dim, scale, scores, out);
+  }
   if (cpu::UseAvx2()) {
     return cpu::avx2::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size,
                                           kv_stride, n_kv, head_dim, scale, scores, out);
@@ -76,6 +80,10 @@ void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t
                          int64_t n_rows, const fp16_t* const* k_blocks,
                          const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
                          size_t kv_stride, int64_t head_dim, float scale) {
+  if (cpu::UseAvx512()) {
+    return cpu::avx512::AttentionRowsBlocks(q, out, n_kv, n_rows, k_blocks, v_blocks, head_offset,
+                                            block_size, kv_stride, head_dim, scale);
+  }
   if (cpu::UseAvx2()) {
     return cpu::avx2::AttentionRowsBlocks(q, out, n_kv, n_rows, k_blocks, v_blocks, head_offset,
                                           block_size, kv_stride, head_dim, scale);

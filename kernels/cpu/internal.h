@@ -13,7 +13,7 @@
 
 namespace loom::kernels::cpu {
 
-// kAvx512 is the AVX2 path with the AVX-512 VNNI kernels where there are some (Q4 prefill).
+// kAvx512 is the AVX2 path with the AVX-512 kernels where there are some (Q4 prefill, attention).
 enum class Path { kScalar, kAvx2, kAvx512 };
 
 // True when the binary has the AVX2 code and the CPU (and OS) support AVX2, FMA and F16C.
@@ -117,6 +117,16 @@ void MatMulQ4_0(const void* w, size_t w_row_bytes, int64_t k, const void* x, siz
                 int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
 void MatMulQ4_1(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_t x_row_bytes,
                 int64_t m, float* y, int64_t ldy, int64_t row_begin, int64_t row_end);
+// Same bits as avx2::Softmax, avx2::AttentionHeadBlocks and avx2::AttentionRowsBlocks.
+void Softmax(float* x, int64_t n);
+void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t n_kv, int64_t head_dim, float scale,
+                         float* scores, float* out);
+void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t* n_kv,
+                         int64_t n_rows, const fp16_t* const* k_blocks,
+                         const fp16_t* const* v_blocks, size_t head_offset, int64_t block_size,
+                         size_t kv_stride, int64_t head_dim, float scale);
 }  // namespace avx512
 
 }  // namespace loom::kernels::cpu

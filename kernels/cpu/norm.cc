@@ -58,6 +58,7 @@ void Add(const float* a, const float* b, float* y, int64_t n) {
 }
 
 void Softmax(float* x, int64_t n) {
+  if (cpu::UseAvx512()) return cpu::avx512::Softmax(x, n);
   if (cpu::UseAvx2()) return cpu::avx2::Softmax(x, n);
   cpu::scalar::Softmax(x, n);
 }
