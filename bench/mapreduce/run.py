@@ -113,6 +113,12 @@ def run_mapreduce(client, url, ex, args):
               "value_in_extracted": any(g in c["extracted_information"] for g in gold),
               "value_in_answer": any(g in c["answer"] for g in gold)}
              for c in body.get("chunks", [])]
+    # The text of the notes the reduce can have read (grounded ones) and of those holding the
+    # value, to see why a found value was lost.
+    for n, c in zip(notes, body.get("chunks", [])):
+        if n["grounded"] or n["value_in_extracted"] or n["value_in_answer"]:
+            n.update(extracted=c["extracted_information"][:300], answer_text=c["answer"][:200],
+                     rationale=c["rationale"][:200])
     return {"pred": body["answer"], "seconds": wall, "tokens": body["usage"]["total_tokens"],
             "cached_tokens": body["usage"].get("prompt_tokens_details", {}).get("cached_tokens", 0),
             "num_chunks": body["num_chunks"], "collapse_rounds": body["collapse_rounds"],
