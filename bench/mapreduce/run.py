@@ -18,7 +18,8 @@ roughly 400-600 tokens/s, so one 128K example takes minutes. The full grid (3 ta
 20 examples) takes many hours; choose --tasks/--lengths/--n to fit. Results accumulate: every
 finished example is written to --out at once, and a later run with the same settings (model,
 L, max_tokens, evidence, seed) reuses the examples already there and keeps the other cells, so the
-grid can be filled over several runs (--fresh starts over).
+grid can be filled over several runs (--redo measures the selected cells again, as after a change
+to the pipeline; --fresh starts a new file).
 
   .venv/bin/python bench/mapreduce/run.py --tasks passkey --lengths 16k --n 20
   .venv/bin/python bench/mapreduce/run.py --tasks passkey number_string --lengths 16k 128k --n 20
@@ -208,7 +209,9 @@ def main():
                     help="skip the truncation baseline (it costs as much as MapReduce at 16K)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
     ap.add_argument("--fresh", action="store_true",
-                    help="ignore the examples already in --out instead of reusing them")
+                    help="replace --out: keep none of its cells")
+    ap.add_argument("--redo", action="store_true",
+                    help="measure the selected cells again; keep --out's other cells")
     args = ap.parse_args()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
 
@@ -237,7 +240,7 @@ def main():
             for task in args.tasks:
                 for length in args.lengths:
                     examples = synth.generate(task, length, args.n, seed=args.seed)
-                    old = previous.get((task, synth.parse_length(length)))
+                    old = None if args.redo else previous.get((task, synth.parse_length(length)))
                     old_mr, old_tr = reuse(old, "mapreduce"), reuse(old, "truncation")
                     cell = {"task": task, "length": synth.parse_length(length),
                             "examples": {"mapreduce": [], "truncation": []}}

@@ -206,6 +206,14 @@ std::vector<ChunkResult> Runner::Evidence(const std::vector<ChunkResult>& result
   if (opts_.evidence == "grounded" &&
       std::any_of(out.begin(), out.end(), [](const ChunkResult& r) { return r.grounded; })) {
     std::erase_if(out, [](const ChunkResult& r) { return !r.grounded; });
+    // A retrieved value is a copy of the document's text. A grounded note whose Answer is not
+    // (SmolLM2 wrote "The pass key is 36709." as its evidence and then an invented Answer) goes
+    // on with its evidence as its Answer, which the reduce copies (docs/mapreduce.md).
+    if (opts_.task == "retrieval") {
+      for (ChunkResult& r : out) {
+        if (!r.answer_literal) r.answer = r.extracted;
+      }
+    }
   }
   return out;
 }
@@ -257,6 +265,7 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
                                  structured_grammar_, seed));
       merged[g] = ParseChunkResult(out.text, g);
       MarkGrounded(&merged[g], notes, question_);
+      merged[g].answer_literal = AnswerIsLiteral(merged[g], notes);
       std::lock_guard<std::mutex> lock(progress_mu_);
       Emit({"collapse", ++done, n, round, merged[g]});
       return absl::OkStatus();
@@ -322,6 +331,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
     ChunkResult r = ParseChunkResult(out.text, i);
     CapUnlessLiteral(&r, chunks[i].text, TaskScoreCap(opts_.task));
     MarkGrounded(&r, chunks[i].text, question_);
+    r.answer_literal = AnswerIsLiteral(r, chunks[i].text);
     std::lock_guard<std::mutex> lock(progress_mu_);
     result.chunks[i] = r;
     Emit({"map", ++done, n, 0, std::move(r)});

@@ -143,15 +143,16 @@ bool ContainsWord(std::string_view text, std::string_view word) {
 
 }  // namespace
 
-bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
-  if (r->confidence <= cap) return false;
-  std::string answer = Normalize(r->answer);
+bool AnswerIsLiteral(const ChunkResult& r, std::string_view source) {
+  std::string answer = Normalize(r.answer);
   while (!answer.empty() && (answer.back() == '.' || answer.back() == '"')) answer.pop_back();
   while (!answer.empty() && answer.front() == '"') answer.erase(0, 1);
-  if (!answer.empty() && !IsNoInformation(answer) &&
-      Normalize(source).find(answer) != std::string::npos) {
-    return false;
-  }
+  return !answer.empty() && !IsNoInformation(answer) &&
+         Normalize(source).find(answer) != std::string::npos;
+}
+
+bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
+  if (r->confidence <= cap || AnswerIsLiteral(*r, source)) return false;
   r->confidence = cap;
   return true;
 }

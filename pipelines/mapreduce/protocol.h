@@ -38,6 +38,8 @@ struct ChunkResult {
                                 // in `extracted` and the score is 0
   bool grounded = false;        // `extracted` appears word for word in what the call read
                                 // (MarkGrounded)
+  bool answer_literal = false;  // `answer` appears word for word in what the call read
+                                // (AnswerIsLiteral)
 };
 
 // The reduce output.
@@ -53,9 +55,13 @@ bool IsNoInformation(std::string_view answer);
 ChunkResult ParseChunkResult(std::string_view text, int index);
 ReduceOutput ParseReduceOutput(std::string_view text);
 
-// In-context calibration, checked: a score above `cap` stands only when the answer appears word
-// for word in `source` (the chunk it came from; case, white space runs and a trailing period are
-// ignored). Otherwise the score drops to `cap`. Returns true when it capped.
+// Whether r.answer appears word for word in `source` (the chunk it came from, or the notes a
+// collapse read; case, white space runs, quotes and a trailing period are ignored). Never for
+// [NO INFORMATION] or an empty answer.
+bool AnswerIsLiteral(const ChunkResult& r, std::string_view source);
+
+// In-context calibration, checked: a score above `cap` stands only when AnswerIsLiteral.
+// Otherwise the score drops to `cap`. Returns true when it capped.
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
 
 // Sets r->grounded: a sentence of the Extracted Information, which the prompts ask to copy

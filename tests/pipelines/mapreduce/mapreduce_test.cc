@@ -358,6 +358,54 @@ TEST(MapReduceTest, ResultTooLargeToCollapseIsAnError) {
   EXPECT_NE(r.status().message().find("one result must fit"), std::string::npos) << r.status();
 }
 
+// The map copies the needle sentence as its evidence but invents its Answer (as SmolLM2 did on a
+// 128K pass key); the other chunks invent evidence too.
+absl::StatusOr<std::string> InventedAnswerScript(Stage stage, const std::string& prompt,
+                                                 const GenerateCall&) {
+  switch (stage) {
+    case Stage::kMap:
+      if (ChunkOf(prompt).find("71432") != std::string::npos) {
+        return Structured("The pass key is 71432.", "a key that opens the doors", 3.0);
+      }
+      return Structured("The pass key is purple.", "purple", 3.0);
+    case Stage::kCollapse:
+      return Structured("merged", "?", 1.0);
+    case Stage::kReduce:
+      return std::string("Answer: 71432\nRationale: a part states it.");
+  }
+  return absl::InternalError("unreachable");
+}
+
+TEST(MapReduceTest, GroundedRetrievalNotesPassOnTheirEvidenceForAnInventedAnswer) {
+  for (const char* evidence : {"grounded", "answered"}) {
+    SCOPED_TRACE(evidence);
+    FakeGenerator gen(100000, InventedAnswerScript);
+    MapReduceOptions o = Options(1000);
+    o.evidence = evidence;
+    auto r = RunMapReduce(gen, Haystack(60, 41), kQuestion, o, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    // The map results themselves are reported as the model wrote them.
+    int grounded = 0;
+    for (const ChunkResult& c : r->chunks) {
+      grounded += c.grounded;
+      EXPECT_FALSE(c.answer_literal);
+      if (c.grounded) EXPECT_EQ(c.answer, "a key that opens the doors");
+    }
+    EXPECT_EQ(grounded, 1);
+    const auto reduce = gen.Calls(Stage::kReduce);
+    ASSERT_EQ(reduce.size(), 1u);
+    const std::string& prompt = reduce[0].prompt;
+    if (std::string(evidence) == "grounded") {
+      // Only the grounded note, with its copied sentence standing in for the invented answer.
+      EXPECT_NE(prompt.find("Answer: The pass key is 71432."), std::string::npos) << prompt;
+      EXPECT_EQ(prompt.find("opens the doors"), std::string::npos);
+      EXPECT_EQ(prompt.find("Part 2:"), std::string::npos);
+    } else {
+      EXPECT_NE(prompt.find("Answer: a key that opens the doors"), std::string::npos);
+    }
+  }
+}
+
 TEST(MapReduceTest, NothingFoundReachesTheReduceExplicitly) {
   FakeGenerator gen(100000, PasskeyScript);
   auto r = RunMapReduce(gen, Haystack(30, -1), kQuestion, Options(1000), nullptr);
