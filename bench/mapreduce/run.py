@@ -18,8 +18,8 @@ roughly 400-600 tokens/s, so one 128K example takes minutes. The full grid (3 ta
 20 examples) takes many hours; choose --tasks/--lengths/--n to fit. Results accumulate: every
 finished example is written to --out at once, and a later run with the same settings (model,
 L, max_tokens, evidence, seed) reuses the examples already there and keeps the other cells, so the
-grid can be filled over several runs (--redo measures the selected cells again, as after a change
-to the pipeline; --fresh starts a new file).
+grid can be filled over several runs (--redo runs MapReduce on the selected cells again, as after
+a change to the pipeline; --fresh starts a new file).
 
   .venv/bin/python bench/mapreduce/run.py --tasks passkey --lengths 16k --n 20
   .venv/bin/python bench/mapreduce/run.py --tasks passkey number_string --lengths 16k 128k --n 20
@@ -211,7 +211,8 @@ def main():
     ap.add_argument("--fresh", action="store_true",
                     help="replace --out: keep none of its cells")
     ap.add_argument("--redo", action="store_true",
-                    help="measure the selected cells again; keep --out's other cells")
+                    help="run MapReduce on the selected cells again (the truncated baseline and "
+                         "other cells are kept)")
     args = ap.parse_args()
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
 
@@ -240,8 +241,10 @@ def main():
             for task in args.tasks:
                 for length in args.lengths:
                     examples = synth.generate(task, length, args.n, seed=args.seed)
-                    old = None if args.redo else previous.get((task, synth.parse_length(length)))
-                    old_mr, old_tr = reuse(old, "mapreduce"), reuse(old, "truncation")
+                    old = previous.get((task, synth.parse_length(length)))
+                    # --redo re-runs MapReduce; the truncated baseline does not depend on it.
+                    old_mr = {} if args.redo else reuse(old, "mapreduce")
+                    old_tr = reuse(old, "truncation")
                     cell = {"task": task, "length": synth.parse_length(length),
                             "examples": {"mapreduce": [], "truncation": []}}
                     cells.append(cell)
