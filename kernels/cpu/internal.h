@@ -7,11 +7,24 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/dtype.h"
 #include "kernels/kernels.h"
 
 namespace loom::kernels::cpu {
+
+// Unaligned little-endian loads from quantized blocks (fp16 scales, 4 packed bytes).
+inline uint16_t LoadU16(const void* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return v;
+}
+inline int32_t LoadI32(const void* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
 
 // kAvx512 is the AVX2 path with the AVX-512 kernels where there are some (Q4 prefill, attention).
 enum class Path { kScalar, kAvx2, kAvx512 };

@@ -36,18 +36,6 @@ inline __m256i Load2x128(const void* lo, const void* hi) {
       _mm_loadu_si128(static_cast<const __m128i*>(hi)), 1);
 }
 
-inline int Load16(const void* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-inline int Load32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 // Per-token layout of the repacked activations.
 struct Layout {
   int64_t nb = 0;         // blocks per row
@@ -104,9 +92,9 @@ void PackToken(const uint8_t* xrow, const Layout& l, uint8_t* out) {
     }
     for (int h = 0; h < 2; ++h) {
       const uint8_t* blk = h == 0 ? a : b;
-      const float d = blk != nullptr ? HalfToFloat(static_cast<uint16_t>(Load16(blk))) : 0.0f;
+      const float d = blk != nullptr ? HalfToFloat(LoadU16(blk)) : 0.0f;
       const float s =
-          blk != nullptr && !kQ4_0 ? HalfToFloat(static_cast<uint16_t>(Load16(blk + 2))) : 0.0f;
+          blk != nullptr && !kQ4_0 ? HalfToFloat(LoadU16(blk + 2)) : 0.0f;
       dx[2 * p + h] = d;
       sx[2 * p + h] = s;
       for (int i = 0; i < 4; ++i) {
@@ -182,10 +170,10 @@ void Rows4(const uint8_t* const rows[4], const uint8_t* px, const Layout& l, flo
         const __m256i u = _mm256_unpacklo_epi32(u01, u23);  // q0: A r0..r3; q3: B r0..r3
         dh = _mm256_castsi256_si128(_mm256_permute4x64_epi64(u, 0x0C));
       } else {
-        dh = _mm_setr_epi16(static_cast<int16_t>(Load16(rows[0] + a)),
-                            static_cast<int16_t>(Load16(rows[1] + a)),
-                            static_cast<int16_t>(Load16(rows[2] + a)),
-                            static_cast<int16_t>(Load16(rows[3] + a)), 0, 0, 0, 0);
+        dh = _mm_setr_epi16(static_cast<int16_t>(LoadU16(rows[0] + a)),
+                            static_cast<int16_t>(LoadU16(rows[1] + a)),
+                            static_cast<int16_t>(LoadU16(rows[2] + a)),
+                            static_cast<int16_t>(LoadU16(rows[3] + a)), 0, 0, 0, 0);
       }
       dw = _mm256_cvtph_ps(dh);
       mw = _mm256_setzero_ps();
@@ -202,8 +190,8 @@ void Rows4(const uint8_t* const rows[4], const uint8_t* px, const Layout& l, flo
         g = _mm256_blend_epi32(_mm256_unpacklo_epi64(u01, u23), _mm256_unpackhi_epi64(u01, u23),
                                0xF0);
       } else {
-        g = _mm256_setr_epi32(Load32(rows[0] + a), Load32(rows[1] + a), Load32(rows[2] + a),
-                              Load32(rows[3] + a), 0, 0, 0, 0);
+        g = _mm256_setr_epi32(LoadI32(rows[0] + a), LoadI32(rows[1] + a), LoadI32(rows[2] + a),
+                              LoadI32(rows[3] + a), 0, 0, 0, 0);
       }
       // Per lane: [d0 d1 d2 d3 m0 m1 m2 m3] as fp16; then d of A and B low, m of A and B high.
       const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15,
@@ -311,9 +299,9 @@ void MatMulQ4(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_
       float* s = dwm + (i - c0) * nbp * 2;
       for (int64_t b = 0; b < nbp; ++b) {
         const bool real = b < l.nb;
-        s[2 * b] = real ? HalfToFloat(static_cast<uint16_t>(Load16(row + b * kB))) : 0.0f;
+        s[2 * b] = real ? HalfToFloat(LoadU16(row + b * kB)) : 0.0f;
         s[2 * b + 1] =
-            real && !kQ4_0 ? HalfToFloat(static_cast<uint16_t>(Load16(row + b * kB + 2))) : 0.0f;
+            real && !kQ4_0 ? HalfToFloat(LoadU16(row + b * kB + 2)) : 0.0f;
       }
     }
     for (int64_t tt = 0; tt < ntiles; ++tt) {

@@ -53,18 +53,6 @@ constexpr size_t kActBlockBytes = kQ4_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ8_1);
 template <bool kQ4_0>
 constexpr size_t kActQs = kQ4_0 ? 2 : 4;  // offset of qs in an activation block
 
-inline uint16_t Load16(const void* p) {
-  uint16_t v;
-  std::memcpy(&v, p, 2);
-  return v;
-}
-
-inline int32_t Load32(const void* p) {
-  int32_t v;
-  std::memcpy(&v, p, 4);
-  return v;
-}
-
 inline float Fp16(uint16_t h) { return _cvtsh_ss(h); }
 
 // Per token and block: d_x as float, and for Q4_1 s_x as float, for Q4_0 -8 * sum(x) as int32
@@ -77,7 +65,7 @@ void PrepareTokens(const uint8_t* x, size_t x_row_bytes, int64_t m, int64_t nb, 
     const uint8_t* row = x + j * x_row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
       const uint8_t* blk = row + b * kB;
-      dx[j * nb + b] = Fp16(Load16(blk));
+      dx[j * nb + b] = Fp16(LoadU16(blk));
       if constexpr (kQ4_0) {
         const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kActQs<kQ4_0>));
         const __m256i s8 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(8), q);
@@ -86,7 +74,7 @@ void PrepareTokens(const uint8_t* x, size_t x_row_bytes, int64_t m, int64_t nb, 
         s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 1));
         aux[j * nb + b] = -_mm_cvtsi128_si32(s);
       } else {
-        const float s = Fp16(Load16(blk + 2));
+        const float s = Fp16(LoadU16(blk + 2));
         std::memcpy(aux + j * nb + b, &s, sizeof(s));
       }
     }
@@ -132,8 +120,8 @@ void PackRows(const uint8_t* w, size_t w_row_bytes, int64_t n_rows, int64_t nb, 
     alignas(32) uint16_t d16[kRows];
     alignas(32) uint16_t m16[kRows];
     for (int64_t r = 0; r < kRows; ++r) {
-      d16[r] = Load16(rows[r] + off);
-      m16[r] = kQ4_0 ? 0 : Load16(rows[r] + off + 2);
+      d16[r] = LoadU16(rows[r] + off);
+      m16[r] = kQ4_0 ? 0 : LoadU16(rows[r] + off + 2);
     }
     _mm512_store_ps(dw + kRows * b,
                     _mm512_cvtph_ps(_mm256_load_si256(reinterpret_cast<const __m256i*>(d16))));
@@ -215,7 +203,7 @@ inline void AddBlock(const Packed& pk, const TileTokens<kNt>& tok, int64_t b,
     for (int g = 0; g < kG; ++g) wv[g] = _mm512_load_si512(wb + g * pk.wq_stride + 64 * st);
 #pragma GCC unroll 4
     for (int t = 0; t < kNt; ++t) {
-      const __m512i xv = _mm512_set1_epi32(Load32(tok.x[t] + xo + 4 * st));
+      const __m512i xv = _mm512_set1_epi32(LoadI32(tok.x[t] + xo + 4 * st));
 #pragma GCC unroll 2
       for (int g = 0; g < kG; ++g) acc[g][t] = _mm512_dpbusd_epi32(acc[g][t], wv[g], xv);
     }
