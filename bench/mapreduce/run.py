@@ -172,8 +172,12 @@ def plot(result, path):
         cells = sorted((c for c in result["cells"] if c["task"] == task), key=lambda c: c["length"])
         xs = [c["length"] // 1024 for c in cells]
         ax.plot(xs, [c["mapreduce"]["accuracy"] for c in cells], "o-", label="Loom×MapReduce")
-        if all(c["truncation"]["n"] for c in cells):
-            ax.plot(xs, [c["truncation"]["accuracy"] for c in cells], "s--", label="truncated")
+        for x, c in zip(xs, cells):
+            ax.annotate(f"n={c['mapreduce']['n']}", (x, c["mapreduce"]["accuracy"]),
+                        textcoords="offset points", xytext=(0, -14), ha="center", fontsize=8)
+        tr = [(x, c["truncation"]["accuracy"]) for x, c in zip(xs, cells) if c["truncation"]["n"]]
+        if tr:
+            ax.plot(*zip(*tr), "s--", label="truncated")
         ax.set_title(task)
         ax.set_xlabel("document length (K tokens)")
         ax.set_ylabel("accuracy (%)")
@@ -182,8 +186,8 @@ def plot(result, path):
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{os.path.basename(result['model'])}: MapReduce (L={result['context_window']}) "
-                 f"vs truncation to {result['window']} tokens")
+    fig.suptitle(f"{os.path.basename(result['model'])}\nMapReduce (L={result['context_window']}) "
+                 f"vs truncation to {result['window']} tokens", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -297,10 +301,12 @@ def main():
     save()
     png = os.path.splitext(args.out)[0] + ".png"
     plot(result, png)
-    print(f"\n{'task':14s} {'length':>7s} {'MapReduce':>10s} {'truncated':>10s} {'window/len':>10s}")
+    print(f"\n{'task':14s} {'length':>7s} {'MapReduce':>16s} {'truncated':>10s} {'window/len':>10s}")
     for c in result["cells"]:
+        trunc = (f"{c['truncation']['accuracy']:>9.1f}%" if c["truncation"]["n"]
+                 else f"{'not run':>10s}")
         print(f"{c['task']:14s} {c['length']:>7d} {c['mapreduce']['accuracy']:>9.1f}% "
-              f"{c['truncation']['accuracy']:>9.1f}% {100.0 * window / c['length']:>9.1f}%")
+              f"(n={c['mapreduce']['n']:<2d}) {trunc} {100.0 * window / c['length']:>9.1f}%")
     print(f"wrote {args.out} and {png} ({result['wall_s']:.0f} s)")
     return 0
 
