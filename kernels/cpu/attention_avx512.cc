@@ -18,16 +18,7 @@
 // zeros past a row's end, as in AVX2). Softmax: Exp on 16 elements at a time (the same operations
 // per element), the max, the double sums and the scalar tail in AVX2's order.
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC bug
-// 105593, fixed in 13).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/cpu/avx512_intrin.h"
 
 #include <algorithm>
 #include <cmath>

@@ -21,16 +21,7 @@
 // integer block sums are exact here as there (|isum| <= 32 * 15 * 128); Q4_0's -8 enters as
 // -8 * sum(x) of the block, the accumulator's start value.
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on their own _mm512_undefined_* (GCC bug
-// 105593, fixed in 13).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic pop
-#endif
+#include "kernels/cpu/avx512_intrin.h"
 
 #include <cstring>
 
