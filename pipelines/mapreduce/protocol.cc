@@ -147,8 +147,18 @@ bool AnswerIsLiteral(const ChunkResult& r, std::string_view source) {
   std::string answer = Normalize(r.answer);
   while (!answer.empty() && (answer.back() == '.' || answer.back() == '"')) answer.pop_back();
   while (!answer.empty() && answer.front() == '"') answer.erase(0, 1);
-  return !answer.empty() && !IsNoInformation(answer) &&
-         Normalize(source).find(answer) != std::string::npos;
+  if (answer.empty() || IsNoInformation(answer)) return false;
+  // At word boundaries: "441427777" is not a copy of "4414277777".
+  const std::string src = Normalize(source);
+  auto alnum = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  for (size_t at = src.find(answer); at != std::string::npos; at = src.find(answer, at + 1)) {
+    const size_t end = at + answer.size();
+    if ((at == 0 || !alnum(src[at - 1]) || !alnum(answer.front())) &&
+        (end == src.size() || !alnum(src[end]) || !alnum(answer.back()))) {
+      return true;
+    }
+  }
+  return false;
 }
 
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {

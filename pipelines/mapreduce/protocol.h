@@ -56,8 +56,9 @@ ChunkResult ParseChunkResult(std::string_view text, int index);
 ReduceOutput ParseReduceOutput(std::string_view text);
 
 // Whether r.answer appears word for word in `source` (the chunk it came from, or the notes a
-// collapse read; case, white space runs, quotes and a trailing period are ignored). Never for
-// [NO INFORMATION] or an empty answer.
+// collapse read; case, white space runs, quotes and a trailing period are ignored), at word
+// boundaries (a digit dropped from a number is no copy). Never for [NO INFORMATION] or an empty
+// answer.
 bool AnswerIsLiteral(const ChunkResult& r, std::string_view source);
 
 // In-context calibration, checked: a score above `cap` stands only when AnswerIsLiteral.

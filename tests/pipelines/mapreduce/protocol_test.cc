@@ -121,6 +121,21 @@ TEST(ProtocolTest, CapUnlessLiteral) {
   EXPECT_DOUBLE_EQ(r.confidence, 4.5);
 }
 
+TEST(ProtocolTest, AnswerIsLiteralAtWordBoundaries) {
+  const std::string chunk = "The sequence of digits is 4414277777. Remember it.";
+  ChunkResult r;
+  r.answer = "The sequence of digits is 4414277777.";
+  EXPECT_TRUE(AnswerIsLiteral(r, chunk));
+  r.answer = "4414277777";
+  EXPECT_TRUE(AnswerIsLiteral(r, chunk));
+  r.answer = "The sequence of digits is 441427777.";  // SmolLM2 dropped a 7 (128K number_string)
+  EXPECT_FALSE(AnswerIsLiteral(r, chunk));
+  r.answer = "414277777";
+  EXPECT_FALSE(AnswerIsLiteral(r, chunk));
+  r.answer = "Remember it";
+  EXPECT_TRUE(AnswerIsLiteral(r, chunk));
+}
+
 // The notes SmolLM2-135M wrote on one 16K pass-key document (2,000-token chunks): the correct one
 // scored 0.0, an invented one 4.5, a copied but unrelated sentence 1.1.
 TEST(ProtocolTest, GroundedNotesAreReadFirst) {
