@@ -64,7 +64,7 @@ def truncate_middle(client, url, text, keep):
 
 
 # What must match for a stored example to be reused.
-SETTINGS = ("model", "context_window", "max_tokens", "evidence", "seed", "rules")
+SETTINGS = ("model", "context_window", "max_tokens", "evidence", "values", "seed", "rules")
 
 
 def git_commit():
@@ -101,7 +101,7 @@ def run_mapreduce(client, url, ex, args):
     r = client.post(url + "/v1/pipelines/mapreduce", timeout=None, json={
         "document": ex["context"], "question": ex["input"], "task": "retrieval",
         "context_window": args.context_window, "max_tokens": args.max_tokens,
-        "evidence": args.evidence})
+        "evidence": args.evidence, "values": args.values})
     wall = time.time() - t0
     if r.status_code != 200:
         return {"pred": "", "error": f"HTTP {r.status_code}: {r.text[:200]}", "seconds": wall,
@@ -209,6 +209,9 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=150, help="per MapReduce call")
     ap.add_argument("--evidence", choices=["answered", "grounded"], default="grounded",
                     help="which map results the reduce reads (MapReduceOptions::evidence)")
+    ap.add_argument("--values", choices=["auto", "free", "digits", "sentence"], default="auto",
+                    help="what the model may write (MapReduceOptions::values; auto: sentence "
+                         "for retrieval)")
     ap.add_argument("--no-truncation", action="store_true",
                     help="skip the truncation baseline (it costs as much as MapReduce at 16K)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "mapreduce.json"))
@@ -221,7 +224,7 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
 
     result = {"model": args.model, "threads": args.threads, "context_window": args.context_window,
-              "max_tokens": args.max_tokens, "evidence": args.evidence, "seed": args.seed,
+              "max_tokens": args.max_tokens, "evidence": args.evidence, "values": args.values, "seed": args.seed,
               "rules": infinitebench.DEFAULT_RULES, "cells": []}
     previous = {} if args.fresh else load_previous(args.out, result)
     # Cells of earlier runs that this one does not measure are kept as they are.

@@ -239,7 +239,8 @@ def make_kv_example(target: int, index: int, seed: int, counter: _Counter) -> di
     overhead = counter.count(PROMPT_TEMPLATES["kv_retrieval"].format(context=_kv_context([]),
                                                                     input=probe))
     n = max(1, int((target - overhead) / per_pair))
-    lo_ok = target * (1 - FILL_SLACK)
+    # A pair is several dozen tokens: at short targets the slack can be narrower than one pair.
+    lo_ok = target - max(target * FILL_SLACK, 2 * per_pair)
     for _ in range(12):
         grow(n)
         used = pairs[:n]

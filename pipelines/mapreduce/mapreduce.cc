@@ -109,6 +109,17 @@ class Runner {
   absl::StatusOr<int> Overhead(const std::string& tmpl);
   absl::StatusOr<GenerateResult> Call(std::string prompt, const std::string& grammar,
                                       uint64_t seed);
+  // What a call that read `source` may copy (MapReduceOptions::values): its codes; for
+  // "sentence", also the sentences of `evidence` and the answers of `notes` (collapse, reduce).
+  CopySource CopyFrom(std::string_view source, std::string_view evidence,
+                      const std::vector<ChunkResult>* notes) const;
+  // The map/collapse grammar for such a call.
+  std::string MapGrammar(std::string_view source, std::string_view evidence,
+                         const std::vector<ChunkResult>* notes) const;
+  // The codes of the notes' fields (not of their "Part N" headers or scores).
+  static std::string NotesText(const std::vector<ChunkResult>& notes);
+  // Their Extracted Information fields, one per line.
+  static std::string ExtractedText(const std::vector<ChunkResult>& notes);
   void Emit(ProgressEvent ev);
   // Drops no-information results (unless the question asks for that marker).
   std::vector<ChunkResult> Evidence(const std::vector<ChunkResult>& results) const;
@@ -121,7 +132,10 @@ class Runner {
   const std::atomic<bool>* cancelled_;
   const bool keep_no_information_;
   PromptSet prompts_;
-  std::string structured_grammar_;
+  GrammarLimits limits_;
+  enum class Copy { kNone, kDigits, kSentence };
+  Copy copy_ = Copy::kNone;  // MapReduceOptions::values resolved
+  std::string structured_grammar_;  // without copied values
   std::string reduce_grammar_;
 
   std::atomic<bool> aborted_{false};
@@ -194,6 +208,44 @@ absl::StatusOr<GenerateResult> Runner::Call(std::string prompt, const std::strin
   return r;
 }
 
+std::string Runner::MapGrammar(std::string_view source, std::string_view evidence,
+                              const std::vector<ChunkResult>* notes) const {
+  if (copy_ == Copy::kNone) return structured_grammar_;
+  const CopySource copy = CopyFrom(source, evidence, notes);
+  return StructuredGrammar(limits_, &copy);
+}
+
+CopySource Runner::CopyFrom(std::string_view source, std::string_view evidence,
+                            const std::vector<ChunkResult>* notes) const {
+  CopySource copy;
+  copy.codes = Codes(source);
+  if (copy_ != Copy::kSentence) return copy;
+  copy.sentences = Sentences(evidence, limits_.extracted_chars);
+  if (notes != nullptr) {
+    for (const ChunkResult& r : *notes) {
+      if (!r.answer.empty() && !r.no_information &&
+          std::find(copy.answers.begin(), copy.answers.end(), r.answer) == copy.answers.end()) {
+        copy.answers.push_back(r.answer);
+      }
+    }
+  }
+  return copy;
+}
+
+std::string Runner::NotesText(const std::vector<ChunkResult>& notes) {
+  std::string out;
+  for (const ChunkResult& r : notes) absl::StrAppend(&out, r.extracted, "\n", r.rationale, "\n", r.answer, "\n");
+  return out;
+}
+
+std::string Runner::ExtractedText(const std::vector<ChunkResult>& notes) {
+  std::string out;
+  for (const ChunkResult& r : notes) {
+    if (!r.no_information) absl::StrAppend(&out, r.extracted, "\n");
+  }
+  return out;
+}
+
 void Runner::Emit(ProgressEvent ev) {
   if (on_progress_) on_progress_(ev);
 }
@@ -209,9 +261,17 @@ std::vector<ChunkResult> Runner::Evidence(const std::vector<ChunkResult>& result
     // A retrieved value is a copy of the document's text. A grounded note whose Answer is not
     // (SmolLM2 wrote "The pass key is 36709." as its evidence and then an invented Answer) goes
     // on with its evidence as its Answer, which the reduce copies (docs/mapreduce.md).
+    // Nor is a value an Answer that only repeats the question (SmolLM2 answered with the key
+    // of a key-value pair whose line it had copied): that note goes on with what its evidence
+    // says beyond the question ("\"<key>\": \"<value>\"," -> "<value>").
     if (opts_.task == "retrieval") {
       for (ChunkResult& r : out) {
-        if (!r.answer_literal) r.answer = r.extracted;
+        if (!r.answer_literal) {
+          r.answer = r.extracted;
+        } else if (RepeatsQuestion(r.answer, question_)) {
+          std::string value = NewInformation(r.extracted, question_);
+          r.answer = value.empty() ? r.extracted : std::move(value);
+        }
       }
     }
   }
@@ -262,7 +322,7 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
       const uint64_t seed = (static_cast<uint64_t>(round) << 32) | static_cast<uint64_t>(g);
       LOOM_ASSIGN_OR_RETURN(GenerateResult out,
                             Call(FillTemplate(prompts_.collapse, notes, question_),
-                                 structured_grammar_, seed));
+                                 MapGrammar(NotesText(group), ExtractedText(group), &group), seed));
       merged[g] = ParseChunkResult(out.text, g);
       MarkGrounded(&merged[g], notes, question_);
       merged[g].answer_literal = AnswerIsLiteral(merged[g], notes);
@@ -278,9 +338,15 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
 absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   const auto start = std::chrono::steady_clock::now();
   LOOM_ASSIGN_OR_RETURN(prompts_, LoadPrompts(opts_.prompts_dir, opts_.task));
-  const GrammarLimits limits = LimitsForMaxTokens(opts_.max_tokens);
-  structured_grammar_ = StructuredGrammar(limits);
-  reduce_grammar_ = ReduceGrammar(limits, ReduceAnswerFirst(opts_.task));
+  limits_ = LimitsForMaxTokens(opts_.max_tokens);
+  if (opts_.use_grammar) {
+    if (opts_.values == "digits") copy_ = Copy::kDigits;
+    if (opts_.values == "sentence" || (opts_.values == "auto" && opts_.task == "retrieval")) {
+      copy_ = Copy::kSentence;
+    }
+  }
+  structured_grammar_ = StructuredGrammar(limits_);
+  reduce_grammar_ = ReduceGrammar(limits_, ReduceAnswerFirst(opts_.task));
 
   // Budgets: L minus the template (with the question) and the completion.
   const int window = std::min(opts_.context_window, gen_.context_length());
@@ -327,7 +393,7 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   LOOM_RETURN_IF_ERROR(Parallel(n, [&](int i) -> absl::Status {
     LOOM_ASSIGN_OR_RETURN(GenerateResult out,
                           Call(FillTemplate(prompts_.map, chunks[i].text, question_),
-                               structured_grammar_, static_cast<uint64_t>(i)));
+                               MapGrammar(chunks[i].text, chunks[i].text, nullptr), static_cast<uint64_t>(i)));
     ChunkResult r = ParseChunkResult(out.text, i);
     CapUnlessLiteral(&r, chunks[i].text, TaskScoreCap(opts_.task));
     MarkGrounded(&r, chunks[i].text, question_);
@@ -354,8 +420,13 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   // evidence is copied from the document goes first (docs/mapreduce.md, "Differences").
   SortForReading(&evidence);
   const std::string context = evidence.empty() ? kNothingFound : FormatEvidence(evidence);
+  std::string reduce_grammar = reduce_grammar_;
+  if (copy_ != Copy::kNone) {
+    const CopySource copy = CopyFrom(NotesText(evidence), "", &evidence);
+    reduce_grammar = ReduceGrammar(limits_, ReduceAnswerFirst(opts_.task), &copy);
+  }
   absl::StatusOr<GenerateResult> out =
-      Call(FillTemplate(prompts_.reduce, context, question_), reduce_grammar_, ~uint64_t{0});
+      Call(FillTemplate(prompts_.reduce, context, question_), reduce_grammar, ~uint64_t{0});
   if (ExternallyCancelled()) return absl::CancelledError("the map-reduce run was cancelled");
   if (!out.ok()) return out.status();
   ReduceOutput reduced = ParseReduceOutput(out->text);
@@ -392,6 +463,10 @@ absl::Status MapReduceOptions::Validate() const {
   if (evidence != "answered" && evidence != "grounded") {
     return bad(
         absl::StrCat("evidence must be \"answered\" or \"grounded\", not \"", evidence, "\""));
+  }
+  if (values != "auto" && values != "digits" && values != "sentence" && values != "free") {
+    return bad(absl::StrCat("values must be \"auto\", \"free\", \"digits\" or \"sentence\", not \"",
+                            values, "\""));
   }
   return absl::OkStatus();
 }

@@ -98,8 +98,60 @@ std::optional<double> ParseScore(std::string_view s) {
   return std::nullopt;
 }
 
-std::string FieldRule(std::string_view name, int chars) {
-  return absl::StrCat(std::string(name), " ::= [^\\n ] [^\\n]{0,", std::max(chars, 1) - 1, "}\n");
+// A free-text field of at most `chars` characters, not starting with a space. With codes, a
+// digit only inside a whole code (each code counts as one character of the bound).
+std::string FieldRule(std::string_view name, int chars, const std::vector<std::string>* codes) {
+  const int rest = std::max(chars, 1) - 1;
+  if (codes == nullptr) {
+    return absl::StrCat(std::string(name), " ::= [^\\n ] [^\\n]{0,", rest, "}\n");
+  }
+  if (codes->empty()) {
+    return absl::StrCat(std::string(name), " ::= [^\\n 0-9] [^\\n0-9]{0,", rest, "}\n");
+  }
+  return absl::StrCat(std::string(name), " ::= ([^\\n 0-9] | code) ([^\\n0-9] | code){0,", rest,
+                      "}\n");
+}
+
+// A GBNF string literal.
+std::string Literal(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+// `code ::= "..." | ...` when there are codes.
+std::string CodeRule(const std::vector<std::string>* codes) {
+  if (codes == nullptr || codes->empty()) return "";
+  std::string out = "code ::= ";
+  for (size_t i = 0; i < codes->size(); ++i) absl::StrAppend(&out, i ? " | " : "", Literal((*codes)[i]));
+  out += "\n";
+  return out;
+}
+
+// A field that is one of `choices` or [NO INFORMATION]; free text (FieldRule) without choices.
+std::string ChoiceRule(std::string_view name, int chars, const CopySource* copy,
+                       const std::vector<std::string>* choices) {
+  if (copy == nullptr || choices == nullptr || choices->empty()) {
+    return FieldRule(name, chars, copy ? &copy->codes : nullptr);
+  }
+  std::string out = absl::StrCat(std::string(name), " ::= ");
+  for (const std::string& s : *choices) {
+    if (s != kNoInformation) absl::StrAppend(&out, Literal(s), " | ");
+  }
+  absl::StrAppend(&out, Literal(kNoInformation), "\n");
+  return out;
 }
 
 // Lower-cased ASCII, white space runs as one space, trimmed.
@@ -151,14 +203,89 @@ bool AnswerIsLiteral(const ChunkResult& r, std::string_view source) {
   // At word boundaries: "441427777" is not a copy of "4414277777".
   const std::string src = Normalize(source);
   auto alnum = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  // A hyphen between letters or digits joins a word ("3e2adb43-525e" is not a copy of a UUID).
+  auto joined_after = [&](size_t p) {
+    return p < src.size() &&
+           (alnum(src[p]) || (src[p] == '-' && p + 1 < src.size() && alnum(src[p + 1])));
+  };
+  auto joined_before = [&](size_t p) {  // the character before p
+    return p > 0 && (alnum(src[p - 1]) || (src[p - 1] == '-' && p >= 2 && alnum(src[p - 2])));
+  };
   for (size_t at = src.find(answer); at != std::string::npos; at = src.find(answer, at + 1)) {
     const size_t end = at + answer.size();
-    if ((at == 0 || !alnum(src[at - 1]) || !alnum(answer.front())) &&
-        (end == src.size() || !alnum(src[end]) || !alnum(answer.back()))) {
+    if ((!joined_before(at) || !alnum(answer.front())) &&
+        (!joined_after(end) || !alnum(answer.back()))) {
       return true;
     }
   }
   return false;
+}
+
+namespace {
+
+// The words of `text` as RepeatsQuestion sees them: runs of letters and digits joined by inner
+// hyphens, lower case, each with where it starts and ends in `text`.
+struct Word {
+  std::string lower;
+  size_t begin, end;
+};
+std::vector<Word> Words(std::string_view text) {
+  auto alnum = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  std::vector<Word> out;
+  for (size_t i = 0; i < text.size();) {
+    if (!alnum(text[i])) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < text.size() &&
+           (alnum(text[j]) || (text[j] == '-' && j + 1 < text.size() && alnum(text[j + 1])))) {
+      ++j;
+    }
+    out.push_back({Lower(text.substr(i, j - i)), i, j});
+    i = j;
+  }
+  return out;
+}
+
+bool InQuestion(const Word& w, const std::vector<Word>& question) {
+  return std::any_of(question.begin(), question.end(),
+                     [&](const Word& q) { return q.lower.find(w.lower) != std::string::npos; });
+}
+
+}  // namespace
+
+bool RepeatsQuestion(std::string_view answer, std::string_view question) {
+  const std::vector<Word> words = Words(answer);
+  const std::vector<Word> q = Words(question);
+  return !words.empty() &&
+         std::all_of(words.begin(), words.end(), [&](const Word& w) { return InQuestion(w, q); });
+}
+
+std::string NewInformation(std::string_view evidence, std::string_view question) {
+  const std::vector<Word> q = Words(question);
+  std::string out;
+  size_t from = 0;  // start of the text not yet copied
+  for (const Word& w : Words(evidence)) {
+    if (!InQuestion(w, q)) continue;
+    out.append(evidence.substr(from, w.begin - from));
+    from = w.end;
+  }
+  out.append(evidence.substr(from));
+  auto edge = [](char c) { return !absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  size_t b = 0, e = out.size();
+  while (b < e && edge(out[b])) ++b;
+  while (e > b && edge(out[e - 1])) --e;
+  std::string trimmed = out.substr(b, e - b);
+  // Runs of white space left where words were cut, as one space.
+  std::string result;
+  for (char c : trimmed) {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c)) && !result.empty() && result.back() == ' ') {
+      continue;
+    }
+    result += absl::ascii_isspace(static_cast<unsigned char>(c)) ? ' ' : c;
+  }
+  return result;
 }
 
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
@@ -288,21 +415,92 @@ GrammarLimits LimitsForMaxTokens(int max_tokens) {
   return lim;
 }
 
-std::string StructuredGrammar(const GrammarLimits& limits) {
+std::string StructuredGrammar(const GrammarLimits& limits, const CopySource* copy) {
+  const std::vector<std::string>* codes = copy ? &copy->codes : nullptr;
   return absl::StrCat(
       "root ::= \"Extracted Information: \" extracted \"\\nRationale: \" rationale "
       "\"\\nAnswer: \" answer \"\\nConfidence Score: \" score\n",
-      FieldRule("extracted", limits.extracted_chars),
-      FieldRule("rationale", limits.rationale_chars), FieldRule("answer", limits.answer_chars),
+      ChoiceRule("extracted", limits.extracted_chars, copy, copy ? &copy->sentences : nullptr),
+      FieldRule("rationale", limits.rationale_chars, codes),
+      ChoiceRule("answer", limits.answer_chars, copy, copy ? &copy->answers : nullptr),
+      CodeRule(codes),
       "score ::= [0-4] \".\" [0-9] | \"5.0\"\n");
 }
 
-std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first) {
+std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first,
+                          const CopySource* copy) {
+  const std::vector<std::string>* codes = copy ? &copy->codes : nullptr;
   // The reduce answer gets the extracted field's room too: it has no evidence line to write.
   return absl::StrCat(answer_first ? "root ::= \"Answer: \" answer \"\\nRationale: \" rationale\n"
                                    : "root ::= \"Rationale: \" rationale \"\\nAnswer: \" answer\n",
-                      FieldRule("rationale", limits.rationale_chars),
-                      FieldRule("answer", limits.answer_chars + limits.extracted_chars));
+                      FieldRule("rationale", limits.rationale_chars, codes),
+                      ChoiceRule("answer", limits.answer_chars + limits.extracted_chars, copy,
+                                 copy ? &copy->answers : nullptr),
+                      CodeRule(codes));
+}
+
+std::vector<std::string> Codes(std::string_view text) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < text.size();) {
+    size_t j = i;
+    while (j < text.size() && absl::ascii_isdigit(static_cast<unsigned char>(text[j]))) ++j;
+    if (j > i) out.emplace_back(text.substr(i, j - i));
+    i = std::max(j, i + 1);
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<std::string> Sentences(std::string_view text, int max_chars) {
+  std::vector<std::string> out;
+  std::string cur;
+  auto add = [&](std::string piece) {
+    if (static_cast<int>(piece.size()) > max_chars) {
+      const size_t cut = piece.rfind(' ', max_chars);
+      piece.resize(cut == std::string::npos || cut == 0 ? max_chars : cut);
+      // Never end inside a UTF-8 sequence.
+      while (!piece.empty() && (static_cast<unsigned char>(piece.back()) & 0xC0) == 0x80) {
+        piece.pop_back();
+      }
+      if (!piece.empty() && static_cast<unsigned char>(piece.back()) >= 0xC0) piece.pop_back();
+    }
+    if (!piece.empty() && std::find(out.begin(), out.end(), piece) == out.end()) {
+      out.push_back(std::move(piece));
+    }
+  };
+  auto flush = [&] {
+    while (!cur.empty() && cur.back() == ' ') cur.pop_back();
+    if (static_cast<int>(cur.size()) <= max_chars) {
+      add(std::move(cur));
+    } else {
+      // Too long (or no sentences at all, as in a JSON object): each clause, split after ", "
+      // or "; ", on its own.
+      size_t begin = 0;
+      for (size_t i = 0; i + 1 < cur.size(); ++i) {
+        if ((cur[i] == ',' || cur[i] == ';') && cur[i + 1] == ' ') {
+          add(cur.substr(begin, i + 1 - begin));
+          begin = i + 2;
+        }
+      }
+      add(cur.substr(begin));
+    }
+    cur.clear();
+  };
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
+      if (!cur.empty() && cur.back() != ' ') cur += ' ';
+      continue;
+    }
+    cur += c;
+    if ((c == '.' || c == '!' || c == '?') &&
+        (i + 1 == text.size() || absl::ascii_isspace(static_cast<unsigned char>(text[i + 1])))) {
+      flush();
+    }
+  }
+  flush();
+  return out;
 }
 
 }  // namespace loom::pipelines::mapreduce

@@ -61,6 +61,15 @@ ReduceOutput ParseReduceOutput(std::string_view text);
 // answer.
 bool AnswerIsLiteral(const ChunkResult& r, std::string_view source);
 
+// Whether every word of `answer` (letters, digits and inner hyphens) occurs in `question`,
+// ignoring case: the answer only repeats what was asked (a key instead of its value). False
+// for an empty answer.
+bool RepeatsQuestion(std::string_view answer, std::string_view question);
+// `evidence` without its words that occur in `question` (as RepeatsQuestion compares them),
+// trimmed of white space and punctuation at both ends: what it says that the question did not
+// ("The pass key is 71432." -> "71432"; "\"<key>\": \"<value>\"," -> "<value>").
+std::string NewInformation(std::string_view evidence, std::string_view question);
+
 // In-context calibration, checked: a score above `cap` stands only when AnswerIsLiteral.
 // Otherwise the score drops to `cap`. Returns true when it capped.
 bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
@@ -96,10 +105,33 @@ struct GrammarLimits {
 // Bounds that keep a whole output within `max_tokens` tokens at about 2.5 characters per token
 // (the labels and the score take about 20 tokens); at least 16 characters per field.
 GrammarLimits LimitsForMaxTokens(int max_tokens);
-// The map/collapse output: the four lines, nothing after the score.
-std::string StructuredGrammar(const GrammarLimits& limits);
+// What a call may copy from what it read (MapReduceOptions::values, docs/mapreduce.md).
+struct CopySource {
+  // The Extracted Information is one of these, written whole, or [NO INFORMATION] (when empty,
+  // it is free text under `codes`).
+  std::vector<std::string> sentences;
+  // The Answer is one of these, written whole, or [NO INFORMATION] (when empty, it is free text
+  // under `codes`): a collapse or reduce call picks among the answers it read.
+  std::vector<std::string> answers;
+  // In the other free-text fields (and in free-text Extracted Information or Answer), a digit
+  // appears only inside one of these runs of digits, written whole: a model copying a value
+  // cannot drop, add or invent a digit; one that read no digit cannot write one.
+  std::vector<std::string> codes;
+};
+// The sentences of `text` (split after '.', '!' or '?' and white space; white space runs as one
+// space), each once, in order. A sentence over `max_chars` bytes (a JSON object has no sentence
+// ends) gives its clauses instead (split after ", " or "; "), each cut at a word boundary to at
+// most `max_chars` bytes.
+std::vector<std::string> Sentences(std::string_view text, int max_chars);
+// The maximal runs of ASCII digits in `text`, each once, sorted.
+std::vector<std::string> Codes(std::string_view text);
+// The map/collapse output: the four lines, nothing after the score; with `copy`, what it may
+// copy (CopySource).
+std::string StructuredGrammar(const GrammarLimits& limits, const CopySource* copy = nullptr);
 // The reduce output: "Rationale: ...\nAnswer: ...", or with `answer_first` "Answer: ...\nRationale:
 // ..." (ReduceAnswerFirst).
-std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first = false);
+// With `copy`, its answers and codes as in StructuredGrammar (not its sentences).
+std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first = false,
+                          const CopySource* copy = nullptr);
 
 }  // namespace loom::pipelines::mapreduce

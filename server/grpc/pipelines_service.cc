@@ -36,6 +36,7 @@ grpc::Status PipelinesService::MapReduce(grpc::ServerContext* ctx,
   if (req->has_max_tokens()) call.max_tokens = req->max_tokens();
   if (req->has_temperature()) call.temperature = req->temperature();
   if (!req->evidence().empty()) call.evidence = req->evidence();
+  if (!req->values().empty()) call.values = req->values();
 
   std::atomic<bool> cancelled{false};
   std::atomic<bool> finished{false};

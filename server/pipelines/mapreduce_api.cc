@@ -91,6 +91,7 @@ std::optional<http::ApiError> ParseCall(const http::HttpRequest& req, MapReduceC
   if (text.count("model")) call->model = text["model"];
   if (text.count("task")) call->task = text["task"];
   if (text.count("evidence")) call->evidence = text["evidence"];
+  if (text.count("values")) call->values = text["values"];
   auto get_int = [&](const char* name, int* out) -> std::optional<http::ApiError> {
     auto it = text.find(name);
     if (it == text.end()) return std::nullopt;
@@ -174,6 +175,7 @@ absl::StatusOr<mr::MapReduceResult> MapReduceApi::Run(
   opts.task = call.task;
   opts.temperature = call.temperature;
   opts.evidence = call.evidence;
+  opts.values = call.values;
   opts.prompts_dir = options_.prompts_dir;
   opts.max_parallel = options_.max_parallel;
   opts.max_document_bytes = options_.max_document_bytes;

@@ -41,6 +41,7 @@ struct MapReduceCall {
   int max_tokens = 300;
   float temperature = 0;
   std::string evidence = "answered";  // MapReduceOptions::evidence
+  std::string values = "auto";        // MapReduceOptions::values
 };
 
 class MapReduceApi {

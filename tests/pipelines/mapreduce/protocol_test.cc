@@ -134,6 +134,16 @@ TEST(ProtocolTest, AnswerIsLiteralAtWordBoundaries) {
   EXPECT_FALSE(AnswerIsLiteral(r, chunk));
   r.answer = "Remember it";
   EXPECT_TRUE(AnswerIsLiteral(r, chunk));
+  // A hyphen between letters or digits joins a word: half a UUID is no copy of it.
+  const std::string kv = R"({"4929811a-e93d": "3e2adb43-525e-479d", "a": "x-"})";
+  r.answer = "3e2adb43-525e";
+  EXPECT_FALSE(AnswerIsLiteral(r, kv));
+  r.answer = "525e-479d";
+  EXPECT_FALSE(AnswerIsLiteral(r, kv));
+  r.answer = "3e2adb43-525e-479d";
+  EXPECT_TRUE(AnswerIsLiteral(r, kv));
+  r.answer = "x";
+  EXPECT_TRUE(AnswerIsLiteral(r, kv));
 }
 
 // The notes SmolLM2-135M wrote on one 16K pass-key document (2,000-token chunks): the correct one
@@ -249,6 +259,82 @@ TEST(ProtocolTest, GrammarAcceptsFormattedResults) {
   EXPECT_EQ(parsed.rationale, "part 2 says so.");
   EXPECT_TRUE(ReduceAnswerFirst("retrieval"));
   EXPECT_FALSE(ReduceAnswerFirst("math"));
+}
+
+TEST(ProtocolTest, CodesAreTheRunsOfDigits) {
+  EXPECT_EQ(Codes("In 2017 the key was 4414277777. Then 2017, 6a8f0e29-6c6d and x9."),
+            (std::vector<std::string>{"0", "2017", "29", "4414277777", "6", "8", "9"}));
+  EXPECT_TRUE(Codes("no digits here").empty());
+}
+
+TEST(ProtocolTest, SentencesSplitAtSentenceEnds) {
+  EXPECT_EQ(Sentences("Bees  fly.\nThe key is\n71432. Remember it! Again? ok", 100),
+            (std::vector<std::string>{"Bees fly.", "The key is 71432.", "Remember it!",
+                                      "Again?", "ok"}));
+  // A sentence over the limit gives its clauses, each cut at a word boundary.
+  EXPECT_EQ(Sentences(R"({"a1": "b2", "c3": "d4", "e5": "a much longer value here"})", 16),
+            (std::vector<std::string>{R"({"a1": "b2",)", R"("c3": "d4",)", R"("e5": "a much)"}));
+  // Repeats once; never an empty sentence.
+  EXPECT_EQ(Sentences("Yes. Yes.  . ", 100), (std::vector<std::string>{"Yes.", "."}));
+}
+
+TEST(ProtocolTest, CopyGrammarsOnlyLetCopiedDigitsAndSentencesThrough) {
+  GrammarLimits lim{40, 30, 20};
+  CopySource copy;
+  copy.sentences = Sentences("It rained. The sequence of digits is 4414277777. Say \"hi\".", 40);
+  copy.codes = Codes("It rained. The sequence of digits is 4414277777. Say \"hi\".");
+  const std::string g = StructuredGrammar(lim, &copy);
+  auto note = [](const std::string& extracted, const std::string& rationale,
+                 const std::string& answer) {
+    return "Extracted Information: " + extracted + "\nRationale: " + rationale +
+           "\nAnswer: " + answer + "\nConfidence Score: 5.0";
+  };
+  EXPECT_TRUE(Accepts(g, note("The sequence of digits is 4414277777.", "Copied.", "4414277777")));
+  EXPECT_TRUE(Accepts(g, note("Say \"hi\".", "No digits.", "[NO INFORMATION]")));
+  EXPECT_TRUE(Accepts(g, note("[NO INFORMATION]", "None here.", "[NO INFORMATION]")));
+  // The evidence is a whole sentence of the chunk.
+  EXPECT_FALSE(Accepts(g, note("The sequence of digits is 4414277777", "x", "y")));
+  EXPECT_FALSE(Accepts(g, note("It rained a lot.", "x", "y")));
+  // A dropped, added or invented digit cannot be written, anywhere.
+  EXPECT_FALSE(Accepts(g, note("It rained.", "x", "441427777")));
+  EXPECT_FALSE(Accepts(g, note("It rained.", "x", "44142777777")));
+  EXPECT_FALSE(Accepts(g, note("It rained.", "1234567890", "y")));
+  EXPECT_TRUE(Accepts(g, note("It rained.", "is 4414277777.", "y")));
+  // Without sentences the evidence is free text under the same digit rule; without codes no
+  // digit at all.
+  CopySource digits_only;
+  digits_only.codes = {"71432"};
+  const std::string d = StructuredGrammar(lim, &digits_only);
+  EXPECT_TRUE(Accepts(d, note("The key is 71432 I think.", "x", "71432")));
+  EXPECT_FALSE(Accepts(d, note("The key is 7143.", "x", "y")));
+  const CopySource none;
+  EXPECT_FALSE(Accepts(StructuredGrammar(lim, &none), note("About 5 bees.", "x", "y")));
+  EXPECT_TRUE(Accepts(StructuredGrammar(lim, &none), note("About five bees.", "x", "y")));
+  // The reduce grammar takes the codes too.
+  EXPECT_TRUE(Accepts(ReduceGrammar(lim, true, &digits_only), "Answer: 71432\nRationale: x"));
+  EXPECT_FALSE(Accepts(ReduceGrammar(lim, true, &digits_only), "Answer: 7143\nRationale: x"));
+  // With answers to pick from, the Answer is one of them.
+  CopySource pick = digits_only;
+  pick.answers = {"71432", "The pass key is 71432."};
+  const std::string r = ReduceGrammar(lim, true, &pick);
+  EXPECT_TRUE(Accepts(r, "Answer: The pass key is 71432.\nRationale: x"));
+  EXPECT_TRUE(Accepts(r, "Answer: [NO INFORMATION]\nRationale: x"));
+  EXPECT_FALSE(Accepts(r, "Answer: The pass key is 71432\nRationale: x"));
+  EXPECT_FALSE(Accepts(r, "Answer: It is 71432.\nRationale: x"));
+  EXPECT_TRUE(Accepts(StructuredGrammar(lim, &pick), note("It is 71432.", "x", "71432")));
+  EXPECT_FALSE(Accepts(StructuredGrammar(lim, &pick), note("It is 71432.", "x", "7")));
+}
+
+TEST(ProtocolTest, NewInformationIsWhatTheQuestionDidNotSay) {
+  const std::string kv = "Key: \"0fea816b-d51e-48a8\"\nThe value associated with the specified key is: ";
+  EXPECT_TRUE(RepeatsQuestion("0fea816b-d51e", kv));  // part of the key
+  EXPECT_TRUE(RepeatsQuestion("The key is 0fea816b-d51e-48a8.", kv));
+  EXPECT_FALSE(RepeatsQuestion("2f280183-34b5", kv));
+  EXPECT_FALSE(RepeatsQuestion("", kv));
+  EXPECT_EQ(NewInformation("\"0fea816b-d51e-48a8\": \"2f280183-34b5-4728\",", kv), "2f280183-34b5-4728");
+  EXPECT_EQ(NewInformation("The pass key is 71432. Remember it.", "What is the pass key?"),
+            "71432. Remember it");
+  EXPECT_EQ(NewInformation("The pass key is", "What is the pass key?"), "");
 }
 
 }  // namespace
