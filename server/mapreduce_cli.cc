@@ -207,7 +207,8 @@ int RunMapReduceCli(const std::vector<std::string>& args) {
                         {"rationale", c.rationale},
                         {"answer", c.answer},
                         {"confidence", c.confidence},
-                        {"no_information", c.no_information}, {"grounded", c.grounded}});
+                        {"no_information", c.no_information},
+                        {"grounded", c.grounded}});
     }
     json out = {{"answer", r->answer},
                 {"rationale", r->rationale},

@@ -116,7 +116,8 @@ class Runner {
   // The map/collapse grammar for such a call.
   std::string MapGrammar(std::string_view source, std::string_view evidence,
                          const std::vector<ChunkResult>* notes) const;
-  // The codes of the notes' fields (not of their "Part N" headers or scores).
+  // The notes' text fields, one per line (not their "Part N" headers or scores, whose digits
+  // are not values).
   static std::string NotesText(const std::vector<ChunkResult>& notes);
   // Their Extracted Information fields, one per line.
   static std::string ExtractedText(const std::vector<ChunkResult>& notes);
@@ -134,7 +135,7 @@ class Runner {
   PromptSet prompts_;
   GrammarLimits limits_;
   enum class Copy { kNone, kDigits, kSentence };
-  Copy copy_ = Copy::kNone;  // MapReduceOptions::values resolved
+  Copy copy_ = Copy::kNone;         // MapReduceOptions::values resolved
   std::string structured_grammar_;  // without copied values
   std::string reduce_grammar_;
 
@@ -145,8 +146,7 @@ class Runner {
   std::mutex progress_mu_;
 };
 
-absl::Status Runner::Parallel(int n, const std::function<absl::Status(int)>& fn,
-                              bool first_alone) {
+absl::Status Runner::Parallel(int n, const std::function<absl::Status(int)>& fn, bool first_alone) {
   std::atomic<int> next{0};
   std::mutex mu;
   absl::Status first_error;
@@ -209,7 +209,7 @@ absl::StatusOr<GenerateResult> Runner::Call(std::string prompt, const std::strin
 }
 
 std::string Runner::MapGrammar(std::string_view source, std::string_view evidence,
-                              const std::vector<ChunkResult>* notes) const {
+                               const std::vector<ChunkResult>* notes) const {
   if (copy_ == Copy::kNone) return structured_grammar_;
   const CopySource copy = CopyFrom(source, evidence, notes);
   return StructuredGrammar(limits_, &copy);
@@ -234,7 +234,8 @@ CopySource Runner::CopyFrom(std::string_view source, std::string_view evidence,
 
 std::string Runner::NotesText(const std::vector<ChunkResult>& notes) {
   std::string out;
-  for (const ChunkResult& r : notes) absl::StrAppend(&out, r.extracted, "\n", r.rationale, "\n", r.answer, "\n");
+  for (const ChunkResult& r : notes)
+    absl::StrAppend(&out, r.extracted, "\n", r.rationale, "\n", r.answer, "\n");
   return out;
 }
 
@@ -314,22 +315,26 @@ absl::Status Runner::Collapse(std::vector<ChunkResult>* evidence, int budget, in
     const int n = static_cast<int>(groups->size());
     std::vector<ChunkResult> merged(n);
     int done = 0;
-    LOOM_RETURN_IF_ERROR(Parallel(n, [&](int g) -> absl::Status {
-      std::vector<ChunkResult> group;
-      for (int i : (*groups)[g]) group.push_back((*evidence)[i]);
-      SortForReading(&group);  // groups are consecutive chunks; within one, best evidence first
-      const std::string notes = FormatEvidence(group);
-      const uint64_t seed = (static_cast<uint64_t>(round) << 32) | static_cast<uint64_t>(g);
-      LOOM_ASSIGN_OR_RETURN(GenerateResult out,
-                            Call(FillTemplate(prompts_.collapse, notes, question_),
-                                 MapGrammar(NotesText(group), ExtractedText(group), &group), seed));
-      merged[g] = ParseChunkResult(out.text, g);
-      MarkGrounded(&merged[g], notes, question_);
-      merged[g].answer_literal = AnswerIsLiteral(merged[g], notes);
-      std::lock_guard<std::mutex> lock(progress_mu_);
-      Emit({"collapse", ++done, n, round, merged[g]});
-      return absl::OkStatus();
-    }, /*first_alone=*/true));
+    LOOM_RETURN_IF_ERROR(Parallel(
+        n,
+        [&](int g) -> absl::Status {
+          std::vector<ChunkResult> group;
+          for (int i : (*groups)[g]) group.push_back((*evidence)[i]);
+          SortForReading(&group);  // groups are consecutive chunks; within one, best evidence first
+          const std::string notes = FormatEvidence(group);
+          const uint64_t seed = (static_cast<uint64_t>(round) << 32) | static_cast<uint64_t>(g);
+          LOOM_ASSIGN_OR_RETURN(
+              GenerateResult out,
+              Call(FillTemplate(prompts_.collapse, notes, question_),
+                   MapGrammar(NotesText(group), ExtractedText(group), &group), seed));
+          merged[g] = ParseChunkResult(out.text, g);
+          MarkGrounded(&merged[g], notes, question_);
+          merged[g].answer_literal = AnswerIsLiteral(merged[g], notes);
+          std::lock_guard<std::mutex> lock(progress_mu_);
+          Emit({"collapse", ++done, n, round, merged[g]});
+          return absl::OkStatus();
+        },
+        /*first_alone=*/true));
     *evidence = Evidence(merged);
   }
   return absl::OkStatus();
@@ -390,19 +395,23 @@ absl::StatusOr<MapReduceResult> Runner::Run(std::string_view document) {
   result.num_chunks = n;
   result.chunks.resize(n);
   int done = 0;
-  LOOM_RETURN_IF_ERROR(Parallel(n, [&](int i) -> absl::Status {
-    LOOM_ASSIGN_OR_RETURN(GenerateResult out,
-                          Call(FillTemplate(prompts_.map, chunks[i].text, question_),
-                               MapGrammar(chunks[i].text, chunks[i].text, nullptr), static_cast<uint64_t>(i)));
-    ChunkResult r = ParseChunkResult(out.text, i);
-    CapUnlessLiteral(&r, chunks[i].text, TaskScoreCap(opts_.task));
-    MarkGrounded(&r, chunks[i].text, question_);
-    r.answer_literal = AnswerIsLiteral(r, chunks[i].text);
-    std::lock_guard<std::mutex> lock(progress_mu_);
-    result.chunks[i] = r;
-    Emit({"map", ++done, n, 0, std::move(r)});
-    return absl::OkStatus();
-  }, /*first_alone=*/true));
+  LOOM_RETURN_IF_ERROR(Parallel(
+      n,
+      [&](int i) -> absl::Status {
+        LOOM_ASSIGN_OR_RETURN(
+            GenerateResult out,
+            Call(FillTemplate(prompts_.map, chunks[i].text, question_),
+                 MapGrammar(chunks[i].text, chunks[i].text, nullptr), static_cast<uint64_t>(i)));
+        ChunkResult r = ParseChunkResult(out.text, i);
+        CapUnlessLiteral(&r, chunks[i].text, TaskScoreCap(opts_.task));
+        MarkGrounded(&r, chunks[i].text, question_);
+        r.answer_literal = AnswerIsLiteral(r, chunks[i].text);
+        std::lock_guard<std::mutex> lock(progress_mu_);
+        result.chunks[i] = r;
+        Emit({"map", ++done, n, 0, std::move(r)});
+        return absl::OkStatus();
+      },
+      /*first_alone=*/true));
 
   // Collapse.
   std::vector<ChunkResult> evidence = Evidence(result.chunks);

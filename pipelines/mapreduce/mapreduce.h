@@ -47,11 +47,13 @@ struct MapReduceOptions {
   // [NO INFORMATION]) or "grounded" (as "answered", but when some results are grounded, i.e.
   // their Extracted Information is copied from their chunk, only those; docs/mapreduce.md).
   std::string evidence = "answered";
-  // What digits the free-text fields may hold: "free", or "copied" (only inside a code, a word
-  // with a digit, written whole, that the call read: the chunk for a map call, the notes'
-  // fields for a collapse or reduce call; protocol.h Codes), so a retrieved number cannot lose
-  // or gain a digit and nothing can invent one. "auto": "copied" for the retrieval task, else
-  // "free" (math and QA answers may compute new numbers). Needs use_grammar.
+  // What the model may write (protocol.h CopySource; docs/mapreduce.md): "free" (the paper);
+  // "digits": a digit only inside a run of digits the call read (the chunk for a map call, the
+  // notes for a collapse or reduce call), written whole, so a retrieved number cannot lose or
+  // gain a digit and none can be invented; "sentence": as "digits", and the Extracted
+  // Information is one sentence of what the call read, copied, and collapse and reduce Answers
+  // are picked from the notes' Answers. "auto": "sentence" for the retrieval task, else "free"
+  // (math and QA answers may compute new numbers). Needs use_grammar.
   std::string values = "auto";
 
   // InvalidArgument naming the first bad field.

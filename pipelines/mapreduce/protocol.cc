@@ -135,7 +135,8 @@ std::string Literal(std::string_view s) {
 std::string CodeRule(const std::vector<std::string>* codes) {
   if (codes == nullptr || codes->empty()) return "";
   std::string out = "code ::= ";
-  for (size_t i = 0; i < codes->size(); ++i) absl::StrAppend(&out, i ? " | " : "", Literal((*codes)[i]));
+  for (size_t i = 0; i < codes->size(); ++i)
+    absl::StrAppend(&out, i ? " | " : "", Literal((*codes)[i]));
   out += "\n";
   return out;
 }
@@ -173,11 +174,12 @@ std::string Normalize(std::string_view s) {
 // English function words of three or more letters, which say nothing about a topic.
 bool IsStopWord(std::string_view w) {
   static constexpr std::string_view kWords[] = {
-      "the", "and", "are", "was", "were", "what", "which", "who", "whom", "whose", "where",
-      "when", "why", "how", "this", "that", "these", "those", "for", "with", "from", "does",
-      "did", "has", "have", "had", "its", "his", "her", "their", "our", "your", "you", "can",
-      "will", "would", "should", "could", "not", "but", "all", "any", "about", "into", "than",
-      "then", "there", "they", "them", "she", "him", "been", "being", "some", "such", "only"};
+      "the",   "and",  "are",   "was",  "were", "what",  "which",  "who",   "whom", "whose",
+      "where", "when", "why",   "how",  "this", "that",  "these",  "those", "for",  "with",
+      "from",  "does", "did",   "has",  "have", "had",   "its",    "his",   "her",  "their",
+      "our",   "your", "you",   "can",  "will", "would", "should", "could", "not",  "but",
+      "all",   "any",  "about", "into", "than", "then",  "there",  "they",  "them", "she",
+      "him",   "been", "being", "some", "such", "only"};
   return std::find(std::begin(kWords), std::end(kWords), w) != std::end(kWords);
 }
 
@@ -280,7 +282,8 @@ std::string NewInformation(std::string_view evidence, std::string_view question)
   // Runs of white space left where words were cut, as one space.
   std::string result;
   for (char c : trimmed) {
-    if (absl::ascii_isspace(static_cast<unsigned char>(c)) && !result.empty() && result.back() == ' ') {
+    if (absl::ascii_isspace(static_cast<unsigned char>(c)) && !result.empty() &&
+        result.back() == ' ') {
       continue;
     }
     result += absl::ascii_isspace(static_cast<unsigned char>(c)) ? ' ' : c;
@@ -342,10 +345,11 @@ void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view ques
 }
 
 void SortForReading(std::vector<ChunkResult>* results) {
-  std::stable_sort(results->begin(), results->end(), [](const ChunkResult& a, const ChunkResult& b) {
-    if (a.grounded != b.grounded) return a.grounded;
-    return a.confidence > b.confidence;
-  });
+  std::stable_sort(results->begin(), results->end(),
+                   [](const ChunkResult& a, const ChunkResult& b) {
+                     if (a.grounded != b.grounded) return a.grounded;
+                     return a.confidence > b.confidence;
+                   });
 }
 
 bool IsNoInformation(std::string_view answer) {
@@ -423,12 +427,10 @@ std::string StructuredGrammar(const GrammarLimits& limits, const CopySource* cop
       ChoiceRule("extracted", limits.extracted_chars, copy, copy ? &copy->sentences : nullptr),
       FieldRule("rationale", limits.rationale_chars, codes),
       ChoiceRule("answer", limits.answer_chars, copy, copy ? &copy->answers : nullptr),
-      CodeRule(codes),
-      "score ::= [0-4] \".\" [0-9] | \"5.0\"\n");
+      CodeRule(codes), "score ::= [0-4] \".\" [0-9] | \"5.0\"\n");
 }
 
-std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first,
-                          const CopySource* copy) {
+std::string ReduceGrammar(const GrammarLimits& limits, bool answer_first, const CopySource* copy) {
   const std::vector<std::string>* codes = copy ? &copy->codes : nullptr;
   // The reduce answer gets the extracted field's room too: it has no evidence line to write.
   return absl::StrCat(answer_first ? "root ::= \"Answer: \" answer \"\\nRationale: \" rationale\n"

@@ -21,7 +21,8 @@ std::string Dump(const json& j) { return j.dump(-1, ' ', false, json::error_hand
 json ChunkJson(const mr::ChunkResult& c) {
   return {{"index", c.index},           {"extracted_information", c.extracted},
           {"rationale", c.rationale},   {"answer", c.answer},
-          {"confidence", c.confidence}, {"no_information", c.no_information}, {"grounded", c.grounded}};
+          {"confidence", c.confidence}, {"no_information", c.no_information},
+          {"grounded", c.grounded}};
 }
 
 json ProgressJson(const mr::ProgressEvent& e) {

@@ -7,6 +7,7 @@ inputs. The document is a short haystack with a pass key, so each run takes seco
 import glob
 import json
 import os
+import re
 import subprocess
 
 import grpc
@@ -90,6 +91,32 @@ def test_http_grounded_evidence(mr_server, document):
     assert body["confidence"] == (max(grounded) if grounded else max(answered, default=0))
 
 
+def test_http_retrieval_copies_its_values(mr_server, document):
+    """values (auto = sentence for retrieval): every map note's evidence is a sentence of the
+    document or [NO INFORMATION], and every run of digits any call wrote is one the document
+    holds; with values=free the model may write what it likes (not asserted)."""
+    doc_digits = set(re.findall(r"\d+", document))
+    flat = " ".join(document.split())
+    for values in ("auto", "sentence"):
+        r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                       json={"document": document, "question": QUESTION, "evidence": "grounded",
+                             "values": values, **SETTINGS})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        check_result(body, document)
+        for c in body["chunks"]:
+            ev = c["extracted_information"]
+            assert ev == "[NO INFORMATION]" or ev in flat, ev
+            for field in (ev, c["rationale"], c["answer"]):
+                assert set(re.findall(r"\d+", field)) <= doc_digits, field
+        assert set(re.findall(r"\d+", body["answer"])) <= doc_digits, body["answer"]
+        print(f"values={values}: answer {body['answer']!r}")
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                   json={"document": document, "question": QUESTION, "values": "free",
+                         **SETTINGS})
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("body,status,param", [
     ({"document": "   \n ", "question": QUESTION}, 400, None),
     ({"document": "abc\u0000def", "question": QUESTION}, 400, None),
@@ -99,8 +126,9 @@ def test_http_grounded_evidence(mr_server, document):
     ({"document": "Some text.", "question": QUESTION, "context_window": "big"}, 400,
      "context_window"),
     ({"document": "Some text.", "question": QUESTION, "evidence": "best"}, 400, None),
+    ({"document": "Some text.", "question": QUESTION, "values": "exact"}, 400, None),
 ], ids=["blank", "binary", "too_large", "unknown_task", "no_question", "bad_number",
-        "unknown_evidence"])
+        "unknown_evidence", "unknown_values"])
 def test_http_bad_input(mr_server, body, status, param):
     r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60, json=body)
     assert r.status_code == status, r.text
@@ -144,6 +172,11 @@ def test_grpc_streams_progress(mr_server, loom_pipelines_pb, document):
                                                     evidence="best")))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "evidence" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.MapReduce(pb.MapReduceRequest(document=document, question=QUESTION,
+                                                    values="exact")))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "values" in e.value.details()
 
 
 def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):

@@ -268,9 +268,9 @@ TEST(ProtocolTest, CodesAreTheRunsOfDigits) {
 }
 
 TEST(ProtocolTest, SentencesSplitAtSentenceEnds) {
-  EXPECT_EQ(Sentences("Bees  fly.\nThe key is\n71432. Remember it! Again? ok", 100),
-            (std::vector<std::string>{"Bees fly.", "The key is 71432.", "Remember it!",
-                                      "Again?", "ok"}));
+  EXPECT_EQ(
+      Sentences("Bees  fly.\nThe key is\n71432. Remember it! Again? ok", 100),
+      (std::vector<std::string>{"Bees fly.", "The key is 71432.", "Remember it!", "Again?", "ok"}));
   // A sentence over the limit gives its clauses, each cut at a word boundary.
   EXPECT_EQ(Sentences(R"({"a1": "b2", "c3": "d4", "e5": "a much longer value here"})", 16),
             (std::vector<std::string>{R"({"a1": "b2",)", R"("c3": "d4",)", R"("e5": "a much)"}));
@@ -326,12 +326,14 @@ TEST(ProtocolTest, CopyGrammarsOnlyLetCopiedDigitsAndSentencesThrough) {
 }
 
 TEST(ProtocolTest, NewInformationIsWhatTheQuestionDidNotSay) {
-  const std::string kv = "Key: \"0fea816b-d51e-48a8\"\nThe value associated with the specified key is: ";
+  const std::string kv =
+      "Key: \"0fea816b-d51e-48a8\"\nThe value associated with the specified key is: ";
   EXPECT_TRUE(RepeatsQuestion("0fea816b-d51e", kv));  // part of the key
   EXPECT_TRUE(RepeatsQuestion("The key is 0fea816b-d51e-48a8.", kv));
   EXPECT_FALSE(RepeatsQuestion("2f280183-34b5", kv));
   EXPECT_FALSE(RepeatsQuestion("", kv));
-  EXPECT_EQ(NewInformation("\"0fea816b-d51e-48a8\": \"2f280183-34b5-4728\",", kv), "2f280183-34b5-4728");
+  EXPECT_EQ(NewInformation("\"0fea816b-d51e-48a8\": \"2f280183-34b5-4728\",", kv),
+            "2f280183-34b5-4728");
   EXPECT_EQ(NewInformation("The pass key is 71432. Remember it.", "What is the pass key?"),
             "71432. Remember it");
   EXPECT_EQ(NewInformation("The pass key is", "What is the pass key?"), "");
