@@ -223,7 +223,9 @@ CopySource Runner::CopyFrom(std::string_view source, std::string_view evidence,
   copy.sentences = Sentences(evidence, limits_.extracted_chars);
   if (notes != nullptr) {
     for (const ChunkResult& r : *notes) {
-      if (!r.answer.empty() && !r.no_information &&
+      // Not the raw text of an output that did not parse (cut off at max_tokens).
+      if (r.parsed && !r.answer.empty() && !r.no_information &&
+          r.answer.find('\n') == std::string::npos &&
           std::find(copy.answers.begin(), copy.answers.end(), r.answer) == copy.answers.end()) {
         copy.answers.push_back(r.answer);
       }

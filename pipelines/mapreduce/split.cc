@@ -128,9 +128,10 @@ absl::Status RefineLevel(std::vector<Atom>* atoms, int budget, const TokenCounte
   return absl::OkStatus();
 }
 
-// Sentences, then words, then hard cuts, until every atom is within the budget.
+// Sentences, then clauses, then words, then hard cuts, until every atom is within the budget.
 absl::Status Refine(std::vector<Atom>* atoms, int budget, const TokenCounter& count) {
   LOOM_RETURN_IF_ERROR(RefineLevel(atoms, budget, count, &SplitSentences));
+  LOOM_RETURN_IF_ERROR(RefineLevel(atoms, budget, count, &SplitClauses));
   LOOM_RETURN_IF_ERROR(RefineLevel(atoms, budget, count, &SplitWords));
   if (std::none_of(atoms->begin(), atoms->end(),
                    [&](const Atom& a) { return a.tokens > budget; })) {
@@ -297,6 +298,21 @@ std::vector<std::string_view> SplitSentences(std::string_view text) {
     while (end < text.size() && IsSpace(text[end])) ++end;
     out.push_back(text.substr(start, end - start));
     start = i = end;
+  }
+  if (start < text.size()) out.push_back(text.substr(start));
+  return out;
+}
+
+std::vector<std::string_view> SplitClauses(std::string_view text) {
+  std::vector<std::string_view> out;
+  size_t start = 0;
+  for (size_t i = 0; i + 1 < text.size(); ++i) {
+    if (text[i] != ',' || !IsSpace(text[i + 1])) continue;
+    size_t end = i + 1;
+    while (end < text.size() && IsSpace(text[end])) ++end;
+    out.push_back(text.substr(start, end - start));
+    start = end;
+    i = end - 1;
   }
   if (start < text.size()) out.push_back(text.substr(start));
   return out;

@@ -3,7 +3,8 @@
 // (chunks, or map results for the collapse stage) into groups under a budget.
 //
 // SplitDocument packs paragraphs (lines) greedily; a paragraph over the budget is cut at sentence
-// ends, a sentence over it at spaces, a word over it at a token-count boundary. A last chunk under
+// ends, a sentence over it after commas, a clause over it at spaces, a word over it at a
+// token-count boundary. A last chunk under
 // half the budget is rebalanced with the one before it. Each piece is counted once and the sums
 // decide the packing; every chunk is then counted whole, and one that came out over the budget
 // (tokens merge across piece boundaries) is split again, so the budget always holds.
@@ -47,6 +48,9 @@ absl::StatusOr<std::vector<Chunk>> SplitDocument(std::string_view document, int 
 // Cuts `text` after each sentence end (. ! ? ; and the CJK 。！？；, followed by white space or the
 // end), keeping the white space with the sentence before it. The pieces concatenate to `text`.
 std::vector<std::string_view> SplitSentences(std::string_view text);
+// Cuts `text` after each comma followed by white space (kept with the clause before): a JSON
+// object's `"key": "value", ` pairs stay whole. Concatenates to `text`.
+std::vector<std::string_view> SplitClauses(std::string_view text);
 // Cuts `text` after each run of spaces (kept with the word before). Concatenates to `text`.
 std::vector<std::string_view> SplitWords(std::string_view text);
 

@@ -121,6 +121,22 @@ TEST(SplitTest, OversizedSentenceIsCutAtSpaces) {
   EXPECT_EQ(Rejoin(*chunks), doc);
 }
 
+TEST(SplitTest, OversizedSentenceIsCutAfterCommasFirst) {
+  // A JSON object on one line: chunks end between pairs, never between a key and its value.
+  std::string doc = "{";
+  for (int i = 0; i < 40; ++i) absl::StrAppend(&doc, i ? ", " : "", "\"k", i, "\": \"v", i, "\"");
+  doc += "}";
+  auto chunks = SplitDocument(doc, 9, WordCounter());
+  ASSERT_TRUE(chunks.ok());
+  ASSERT_GT(chunks->size(), 4u);
+  ExpectWithinBudget(*chunks, 9, Words);
+  for (size_t i = 0; i + 1 < chunks->size(); ++i) {
+    EXPECT_TRUE((*chunks)[i].text.ends_with("\", ")) << (*chunks)[i].text;
+  }
+  EXPECT_EQ(Rejoin(*chunks), doc);
+  EXPECT_EQ(SplitClauses("a, b,c ,  d"), (std::vector<std::string_view>{"a, ", "b,c ,  ", "d"}));
+}
+
 TEST(SplitTest, OversizedWordIsCutAnywhere) {
   const std::string word(301, 'x');
   auto count = [](std::string_view s) -> absl::StatusOr<int> {
