@@ -21,7 +21,7 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from bench.mapreduce import synth  # noqa: E402
+from bench.mapreduce import cli, synth  # noqa: E402
 
 
 def grams(text, n=5):
@@ -37,13 +37,7 @@ def main():
     ap.add_argument("--n", type=int, default=6)
     ap.add_argument("--length", default="3072")
     ap.add_argument("--seed", type=int, default=3)
-    ap.add_argument("--context-window", type=int, default=1024)
-    ap.add_argument("--max-tokens", type=int, default=150)
-    ap.add_argument("--threads", default="2")
-    ap.add_argument("--loom-bin", default=os.environ.get(
-        "LOOM_BIN", os.path.join(ROOT, "build", "server", "loom")))
-    ap.add_argument("--model", default=os.path.join(ROOT, "models",
-                                                    "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    cli.add_loom_args(ap)
     args = ap.parse_args()
     conf = os.path.join(args.root, "config", "mapreduce")
     texts = [open(f).read() for f in glob.glob(os.path.join(conf, args.task, "*.txt"))]
@@ -56,12 +50,8 @@ def main():
             doc = os.path.join(tmp, "doc.txt")
             with open(doc, "w") as f:
                 f.write(ex["context"])
-            out = subprocess.run(
-                [os.path.abspath(args.loom_bin), "mapreduce", "--doc", doc, "--question",
-                 ex["input"], "--task", args.task, "--context-window", str(args.context_window),
-                 "--max-tokens", str(args.max_tokens), "--threads", args.threads, "--json",
-                 "--quiet", "--model", os.path.abspath(args.model)],
-                cwd=args.root, capture_output=True, text=True, check=True)
+            out = subprocess.run(cli.mapreduce_argv(args, doc, ex["input"], args.task),
+                                 cwd=args.root, capture_output=True, text=True, check=True)
             result = json.loads(out.stdout)
             hit = ex["answer"][0] in result["answer"]
             found += hit

@@ -23,16 +23,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from bench.mapreduce import synth  # noqa: E402
+from bench.mapreduce import cli, synth  # noqa: E402
 
 
 def run_one(args, ex, values, doc):
-    out = subprocess.run(
-        [os.path.abspath(args.loom_bin), "mapreduce", "--doc", doc, "--question", ex["input"],
-         "--task", "retrieval", "--evidence", "grounded", "--values", values,
-         "--context-window", str(args.context_window), "--max-tokens", str(args.max_tokens),
-         "--threads", args.threads, "--json", "--quiet", "--model", os.path.abspath(args.model)],
-        cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(cli.mapreduce_argv(args, doc, ex["input"], "retrieval", "--evidence",
+                                            "grounded", "--values", values),
+                         cwd=ROOT, capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 
 
@@ -45,13 +42,7 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--values", nargs="+", default=["free", "sentence"],
                     help="settings to compare; the first is the reference")
-    ap.add_argument("--context-window", type=int, default=1024)
-    ap.add_argument("--max-tokens", type=int, default=150)
-    ap.add_argument("--threads", default="2")
-    ap.add_argument("--loom-bin", default=os.environ.get(
-        "LOOM_BIN", os.path.join(ROOT, "build", "server", "loom")))
-    ap.add_argument("--model", default=os.path.join(ROOT, "models",
-                                                    "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    cli.add_loom_args(ap)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   "mapreduce_values.json"))
     args = ap.parse_args()

@@ -299,9 +299,11 @@ bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap) {
 
 namespace {
 
-// Whether `text` has a word of the question (letters and digits, 3 or more, lower case, not a
-// function word). Both are normalized.
-bool SharesQuestionWord(std::string_view text, std::string_view q) {
+// How many distinct words of the question (letters and digits, 3 or more, lower case, not a
+// function word) `text` has. Both are normalized.
+int CountQuestionWords(std::string_view text, std::string_view q) {
+  std::vector<std::string_view> seen;
+  int n = 0;
   for (size_t i = 0; i < q.size();) {
     if (!absl::ascii_isalnum(static_cast<unsigned char>(q[i]))) {
       ++i;
@@ -310,16 +312,22 @@ bool SharesQuestionWord(std::string_view text, std::string_view q) {
     size_t j = i;
     while (j < q.size() && absl::ascii_isalnum(static_cast<unsigned char>(q[j]))) ++j;
     const std::string_view word = q.substr(i, j - i);
-    if (word.size() >= 3 && !IsStopWord(word) && ContainsWord(text, word)) return true;
     i = j;
+    if (word.size() < 3 || IsStopWord(word) ||
+        std::find(seen.begin(), seen.end(), word) != seen.end()) {
+      continue;
+    }
+    seen.push_back(word);
+    n += ContainsWord(text, word);
   }
-  return false;
+  return n;
 }
 
 }  // namespace
 
 void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question) {
   r->grounded = false;
+  r->question_words = 0;
   const std::string text = Normalize(r->extracted);
   if (IsNoInformation(text)) return;
   const std::string src = Normalize(source);
@@ -336,10 +344,11 @@ void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view ques
     begin = end + 2;
     while (!piece.empty() && (piece.front() == '"' || piece.front() == ' ')) piece.remove_prefix(1);
     while (!piece.empty() && (piece.back() == '"' || piece.back() == ' ')) piece.remove_suffix(1);
-    if (piece.size() >= 12 && src.find(piece) != std::string::npos &&
-        SharesQuestionWord(piece, q)) {
+    if (piece.size() < 12 || src.find(piece) == std::string::npos) continue;
+    const int words = CountQuestionWords(piece, q);
+    if (words > 0) {
       r->grounded = true;
-      return;
+      r->question_words = std::max(r->question_words, words);
     }
   }
 }
@@ -348,6 +357,9 @@ void SortForReading(std::vector<ChunkResult>* results) {
   std::stable_sort(results->begin(), results->end(),
                    [](const ChunkResult& a, const ChunkResult& b) {
                      if (a.grounded != b.grounded) return a.grounded;
+                     if (a.question_words != b.question_words) {
+                       return a.question_words > b.question_words;
+                     }
                      return a.confidence > b.confidence;
                    });
 }

@@ -40,6 +40,8 @@ struct ChunkResult {
                                 // (MarkGrounded)
   bool answer_literal = false;  // `answer` appears word for word in what the call read
                                 // (AnswerIsLiteral)
+  int question_words = 0;       // of a grounded result: the most question words one of its
+                                // copied sentences holds (MarkGrounded)
 };
 
 // The reduce output.
@@ -84,8 +86,10 @@ bool CapUnlessLiteral(ChunkResult* r, std::string_view source, double cap);
 // but whether it copied or invented its evidence can be checked.
 void MarkGrounded(ChunkResult* r, std::string_view source, std::string_view question);
 
-// The order in which collapse and reduce prompts list results: grounded ones first, then by
-// confidence, both descending; ties keep document order (stable).
+// The order in which collapse and reduce prompts list results: grounded ones first, those by
+// question_words ("The pass key is 10297." holds "pass" and "key", a copied "The key to this
+// mystery ..." only "key"), then by confidence, all descending; ties keep document order
+// (stable).
 void SortForReading(std::vector<ChunkResult>* results);
 
 // The four protocol lines of a result (the score with one decimal).

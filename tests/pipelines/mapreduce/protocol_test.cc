@@ -184,6 +184,29 @@ TEST(ProtocolTest, GroundedNotesAreReadFirst) {
   EXPECT_EQ(order, (std::vector<int>{6, 2, 4, 0, 3, 7, 5, 1}));
 }
 
+// 128K pass key #0: three notes were grounded; the needle's scored lowest. More question words
+// go first.
+TEST(ProtocolTest, GroundedNotesHoldingMoreOfTheQuestionAreReadFirst) {
+  const std::string chunk =
+      "The key to this mystery is to revisit that question, are they really worth 100 of us? "
+      "The pass key is 10297. Remember it. 10297 is the pass key.";
+  ChunkResult mystery, needle;
+  mystery.index = 46;
+  mystery.extracted = "The key to this mystery is to revisit that question, are they really worth "
+                      "100 of us?";
+  mystery.confidence = 3.0;
+  needle.index = 92;
+  needle.extracted = "The pass key is 10297.";
+  needle.confidence = 1.0;
+  std::vector<ChunkResult> notes = {mystery, needle};
+  for (ChunkResult& r : notes) MarkGrounded(&r, chunk, "What is the pass key?");
+  EXPECT_TRUE(notes[0].grounded && notes[1].grounded);
+  EXPECT_EQ(notes[0].question_words, 1);
+  EXPECT_EQ(notes[1].question_words, 2);
+  SortForReading(&notes);
+  EXPECT_EQ(notes[0].index, 92);
+}
+
 TEST(ProtocolTest, ReduceOutput) {
   ReduceOutput r = ParseReduceOutput("Rationale: part 2 found it\nAnswer: 71432");
   EXPECT_TRUE(r.parsed);
