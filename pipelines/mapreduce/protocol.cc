@@ -503,6 +503,10 @@ std::vector<std::string> Sentences(std::string_view text, int max_chars) {
   };
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
+    if (c == '\n') {  // a line ends a sentence too: a needle may follow a hard-wrapped line
+      flush();
+      continue;
+    }
     if (absl::ascii_isspace(static_cast<unsigned char>(c))) {
       if (!cur.empty() && cur.back() != ' ') cur += ' ';
       continue;

@@ -292,8 +292,11 @@ TEST(ProtocolTest, CodesAreTheRunsOfDigits) {
 
 TEST(ProtocolTest, SentencesSplitAtSentenceEnds) {
   EXPECT_EQ(
-      Sentences("Bees  fly.\nThe key is\n71432. Remember it! Again? ok", 100),
+      Sentences("Bees  fly.\tThe key is  71432. Remember it! Again? ok", 100),
       (std::vector<std::string>{"Bees fly.", "The key is 71432.", "Remember it!", "Again?", "ok"}));
+  // A line ends one too: the needle after a hard-wrapped line is a sentence of its own.
+  EXPECT_EQ(Sentences("has become\nThe pass key is 71432.\r\nIt", 100),
+            (std::vector<std::string>{"has become", "The pass key is 71432.", "It"}));
   // A sentence over the limit gives its clauses, each cut at a word boundary.
   EXPECT_EQ(Sentences(R"({"a1": "b2", "c3": "d4", "e5": "a much longer value here"})", 16),
             (std::vector<std::string>{R"({"a1": "b2",)", R"("c3": "d4",)", R"("e5": "a much)"}));
