@@ -223,8 +223,9 @@ CopySource Runner::CopyFrom(std::string_view source, std::string_view evidence,
   copy.sentences = Sentences(evidence, limits_.extracted_chars);
   if (notes != nullptr) {
     for (const ChunkResult& r : *notes) {
-      // Not the raw text of an output that did not parse (cut off at max_tokens).
-      if (r.parsed && !r.answer.empty() && !r.no_information &&
+      // One line: not the raw text of an output that did not parse at all. (A note cut off at
+      // max_tokens before its score, as key-value notes full of UUIDs are, keeps its fields.)
+      if (!r.answer.empty() && !r.no_information &&
           r.answer.find('\n') == std::string::npos &&
           std::find(copy.answers.begin(), copy.answers.end(), r.answer) == copy.answers.end()) {
         copy.answers.push_back(r.answer);
