@@ -224,8 +224,8 @@ def main():
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
 
     result = {"model": args.model, "threads": args.threads, "context_window": args.context_window,
-              "max_tokens": args.max_tokens, "evidence": args.evidence, "values": args.values, "seed": args.seed,
-              "rules": infinitebench.DEFAULT_RULES, "cells": []}
+              "max_tokens": args.max_tokens, "evidence": args.evidence, "values": args.values,
+              "seed": args.seed, "rules": infinitebench.DEFAULT_RULES, "cells": []}
     previous = {} if args.fresh else load_previous(args.out, result)
     # Cells of earlier runs that this one does not measure are kept as they are.
     measured = {(t, synth.parse_length(n)) for t in args.tasks for n in args.lengths}

@@ -45,6 +45,10 @@ class Grammar {
   virtual std::string ToString() const = 0;
 };
 
+// A GBNF string literal that matches `utf8` exactly (quotes, backslashes and control characters
+// escaped), for code that writes grammars: GbnfLiteral("a\"b") is "a\"b" in quotes.
+std::string GbnfLiteral(std::string_view utf8);
+
 // The vocabulary as raw byte strings (token id -> bytes the detokenizer emits for it), in a trie.
 // Special/control tokens (other than end-of-generation ones) and tokens with no bytes are never
 // allowed under a grammar. Immutable; share one per model.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/json_schema_internal.h"
 #include "nlohmann/json.hpp"
 
@@ -19,7 +20,6 @@ namespace loom::grammar {
 namespace {
 
 using Json = nlohmann::ordered_json;
-using internal::GbnfLiteral;
 
 // Rules any schema may use, with the rules each needs.
 struct BaseRule {

@@ -1,6 +1,5 @@
 // Internal to loom_json_schema: the pieces json_schema.cc builds GBNF from.
 //
-//   GbnfLiteral("a\"b")           // "\"a\\\"b\"": a GBNF literal matching a"b
 //   RegexToGbnf("^[a-z]+\\d?$")   // ([a-z])+ ([0-9])?  (JSON-escaped string contents)
 #pragma once
 
@@ -12,9 +11,6 @@
 #include "absl/status/statusor.h"
 
 namespace loom::grammar::internal {
-
-// A GBNF string literal that matches `utf8` exactly.
-std::string GbnfLiteral(std::string_view utf8);
 
 // A GBNF expression for the contents (between the quotes, JSON-escaped) of a JSON string whose
 // value `pattern` matches in full. InvalidArgument naming the construct for unsupported regex.

@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "engine/grammar/grammar.h"
 #include "engine/grammar/grammar_ir.h"
 #include "engine/grammar/json_schema_internal.h"
 
@@ -376,28 +377,6 @@ std::string NonNegative(uint64_t lo, std::optional<uint64_t> hi) {
 }
 
 }  // namespace
-
-std::string GbnfLiteral(std::string_view utf8) {
-  std::string out = "\"";
-  for (const char ch : utf8) {
-    const uint8_t c = static_cast<uint8_t>(ch);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7F) {
-      absl::StrAppendFormat(&out, "\\x%02X", c);
-    } else {
-      out += ch;
-    }
-  }
-  return out + "\"";
-}
 
 absl::StatusOr<std::string> RegexToGbnf(std::string_view pattern) {
   return RegexConverter(pattern).Run();

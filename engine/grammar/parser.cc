@@ -609,4 +609,26 @@ absl::StatusOr<std::shared_ptr<const Grammar>> Grammar::Parse(std::string_view g
   return g;
 }
 
+std::string GbnfLiteral(std::string_view utf8) {
+  std::string out = "\"";
+  for (const char ch : utf8) {
+    const uint8_t c = static_cast<uint8_t>(ch);
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += ch;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c < 0x20 || c == 0x7F) {
+      absl::StrAppendFormat(&out, "\\x%02X", c);
+    } else {
+      out += ch;
+    }
+  }
+  return out + "\"";
+}
+
 }  // namespace loom::grammar

@@ -8,6 +8,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "engine/grammar/grammar.h"
 
 namespace loom::pipelines::mapreduce {
 namespace {
@@ -112,31 +113,12 @@ std::string FieldRule(std::string_view name, int chars, const std::vector<std::s
                       "}\n");
 }
 
-// A GBNF string literal.
-std::string Literal(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-  }
-  out += '"';
-  return out;
-}
-
 // `code ::= "..." | ...` when there are codes.
 std::string CodeRule(const std::vector<std::string>* codes) {
   if (codes == nullptr || codes->empty()) return "";
   std::string out = "code ::= ";
   for (size_t i = 0; i < codes->size(); ++i)
-    absl::StrAppend(&out, i ? " | " : "", Literal((*codes)[i]));
+    absl::StrAppend(&out, i ? " | " : "", grammar::GbnfLiteral((*codes)[i]));
   out += "\n";
   return out;
 }
@@ -149,9 +131,9 @@ std::string ChoiceRule(std::string_view name, int chars, const CopySource* copy,
   }
   std::string out = absl::StrCat(std::string(name), " ::= ");
   for (const std::string& s : *choices) {
-    if (s != kNoInformation) absl::StrAppend(&out, Literal(s), " | ");
+    if (s != kNoInformation) absl::StrAppend(&out, grammar::GbnfLiteral(s), " | ");
   }
-  absl::StrAppend(&out, Literal(kNoInformation), "\n");
+  absl::StrAppend(&out, grammar::GbnfLiteral(kNoInformation), "\n");
   return out;
 }
 
