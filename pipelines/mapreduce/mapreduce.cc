@@ -225,8 +225,7 @@ CopySource Runner::CopyFrom(std::string_view source, std::string_view evidence,
     for (const ChunkResult& r : *notes) {
       // One line: not the raw text of an output that did not parse at all. (A note cut off at
       // max_tokens before its score, as key-value notes full of UUIDs are, keeps its fields.)
-      if (!r.answer.empty() && !r.no_information &&
-          r.answer.find('\n') == std::string::npos &&
+      if (!r.answer.empty() && !r.no_information && r.answer.find('\n') == std::string::npos &&
           std::find(copy.answers.begin(), copy.answers.end(), r.answer) == copy.answers.end()) {
         copy.answers.push_back(r.answer);
       }
@@ -269,6 +268,13 @@ std::vector<ChunkResult> Runner::Evidence(const std::vector<ChunkResult>& result
     // of a key-value pair whose line it had copied): that note goes on with what its evidence
     // says beyond the question ("\"<key>\": \"<value>\"," -> "<value>").
     if (opts_.task == "retrieval") {
+      // A retrieval question names what it asks for, and the sentence that holds the value says
+      // it again ("The pass key is 10297." holds "pass" and "key"; a copied "The key to this
+      // mystery is ..." only "key", and SmolLM2 reduced to it): only the grounded notes whose
+      // copied sentence holds the most question words go on (ties all go on).
+      int most = 0;
+      for (const ChunkResult& r : out) most = std::max(most, r.question_words);
+      std::erase_if(out, [most](const ChunkResult& r) { return r.question_words < most; });
       for (ChunkResult& r : out) {
         if (!r.answer_literal) {
           r.answer = r.extracted;

@@ -406,6 +406,52 @@ TEST(MapReduceTest, GroundedRetrievalNotesPassOnTheirEvidenceForAnInventedAnswer
   }
 }
 
+// Two chunks' notes are grounded: the needle's, scored low, and a copied sentence that holds only
+// "key" of the question, scored high (as on a 128K pass key, where SmolLM2 reduced to it).
+absl::StatusOr<std::string> TwoGroundedScript(Stage stage, const std::string& prompt,
+                                              const GenerateCall&) {
+  switch (stage) {
+    case Stage::kMap:
+      if (ChunkOf(prompt).find("71432") != std::string::npos) {
+        return Structured("The pass key is 71432.", "71432", 1.0);
+      }
+      if (ChunkOf(prompt).find("mystery") != std::string::npos) {
+        return Structured("The key to this mystery is 100 of us.", "100", 3.0);
+      }
+      return Structured("nothing", kNoInformation, 0.0);
+    case Stage::kCollapse:
+      return Structured("merged", "?", 1.0);
+    case Stage::kReduce:
+      return std::string("Answer: 100\nRationale: the best scored part.");
+  }
+  return absl::InternalError("unreachable");
+}
+
+TEST(MapReduceTest, GroundedRetrievalNotesHoldingLessOfTheQuestionAreSetAside) {
+  const std::string doc = "The key to this mystery is 100 of us.\n" + Haystack(60, 41);
+  for (const char* task : {"retrieval", "qa"}) {
+    SCOPED_TRACE(task);
+    FakeGenerator gen(100000, TwoGroundedScript);
+    MapReduceOptions o = Options(1000);
+    o.evidence = "grounded";
+    o.task = task;
+    auto r = RunMapReduce(gen, doc, kQuestion, o, nullptr);
+    ASSERT_TRUE(r.ok()) << r.status();
+    int grounded = 0;
+    for (const ChunkResult& c : r->chunks) grounded += c.grounded;
+    EXPECT_EQ(grounded, 2);
+    const auto reduce = gen.Calls(Stage::kReduce);
+    ASSERT_EQ(reduce.size(), 1u);
+    const std::string& prompt = reduce[0].prompt;
+    EXPECT_NE(prompt.find("The pass key is 71432."), std::string::npos) << prompt;
+    if (std::string(task) == "retrieval") {
+      EXPECT_EQ(prompt.find("mystery"), std::string::npos) << prompt;
+    } else {  // other tasks keep every grounded note
+      EXPECT_NE(prompt.find("mystery"), std::string::npos) << prompt;
+    }
+  }
+}
+
 TEST(MapReduceTest, NothingFoundReachesTheReduceExplicitly) {
   FakeGenerator gen(100000, PasskeyScript);
   auto r = RunMapReduce(gen, Haystack(30, -1), kQuestion, Options(1000), nullptr);
