@@ -123,9 +123,9 @@ struct CopySource {
   std::vector<std::string> codes;
 };
 // The sentences of `text` (split after '.', '!' or '?' and white space, and at line ends, since a
-// sentence may follow a hard-wrapped line; white space runs as one space), each once, in order. A sentence over `max_chars` bytes (a JSON object has no sentence
-// ends) gives its clauses instead (split after ", " or "; "), each cut at a word boundary to at
-// most `max_chars` bytes.
+// sentence may follow a hard-wrapped line; white space runs as one space), each once, in order.
+// A sentence over `max_chars` bytes (a JSON object has no sentence ends) gives its clauses
+// instead (split after ", " or "; "), each cut at a word boundary to at most `max_chars` bytes.
 std::vector<std::string> Sentences(std::string_view text, int max_chars);
 // The maximal runs of ASCII digits in `text`, each once, sorted.
 std::vector<std::string> Codes(std::string_view text);
