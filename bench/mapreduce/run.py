@@ -90,11 +90,15 @@ def load_previous(path, result):
     return {(c["task"], c["length"]): c for c in old.get("cells", [])}
 
 
-def reuse(cell, method):
-    """Stored rows of `method` in `cell`, by example id (rows with an error are run again)."""
+def reuse(cell, method, examples):
+    """Stored rows of `method` in `cell` for `examples`, by example id. Rows with an error are
+    run again, and so are rows of an example the generator now makes differently (another
+    answer or depth)."""
     if not cell:
         return {}
-    return {r["id"]: r for r in cell["examples"][method] if not r.get("error")}
+    made = {ex["id"]: (ex["answer"], ex.get("depth")) for ex in examples}
+    return {r["id"]: r for r in cell["examples"][method]
+            if not r.get("error") and made.get(r["id"]) == (r["answer"], r.get("depth"))}
 
 
 def run_mapreduce(client, url, ex, args):
@@ -267,8 +271,8 @@ def main():
                     examples = synth.generate(task, length, args.n, seed=args.seed)
                     old = previous.get((task, synth.parse_length(length)))
                     # --redo re-runs MapReduce; the truncated baseline does not depend on it.
-                    old_mr = {} if args.redo else reuse(old, "mapreduce")
-                    old_tr = reuse(old, "truncation")
+                    old_mr = {} if args.redo else reuse(old, "mapreduce", examples)
+                    old_tr = reuse(old, "truncation", examples)
                     cell = {"task": task, "length": synth.parse_length(length),
                             "examples": {"mapreduce": [], "truncation": []}}
                     cells.append(cell)

@@ -157,6 +157,16 @@ def _sentence_boundary(text: str, pos: int) -> int:
     return len(text)
 
 
+def _sentence_start_before(text: str, pos: int) -> int:
+    """The last sentence start at or before `pos` (as _sentence_boundary finds them); 0 when
+    there is none."""
+    for i in range(min(pos, len(text)), 1, -1):
+        prev2, prev = text[i - 2], text[i - 1]
+        if (prev in " \n" and prev2 in ".?!") or (prev == "\n" and prev2 == "\n"):
+            return i
+    return 0
+
+
 def _haystack(essays: tuple[str, ...], rng: random.Random, min_chars: int) -> str:
     """Essays in a random order (reshuffled each pass) until at least `min_chars`."""
     parts, size = [], 0
@@ -191,11 +201,13 @@ def make_needle_example(task: str, target: int, index: int, seed: int, counter: 
     for _ in range(8):
         cut = bisect.bisect_right(toks, budget) - 1
         body = hay[:chars[cut]].rstrip()
-        at = _sentence_boundary(body, int(round(depth_draw * len(body))))
+        pos = int(round(depth_draw * len(body)))
+        at = _sentence_boundary(body, pos)
         if at >= len(body):
-            context = body + " " + needle
-        else:
-            context = body[:at] + needle + " " + body[at:]
+            # No sentence starts after pos: the body ends inside a sentence (it is cut at a token
+            # count), so the needle goes before that last sentence, never glued to its end.
+            at = _sentence_start_before(body, pos)
+        context = body[:at] + needle + " " + body[at:]
         example = {"context": context, "input": question}
         length = counter.count(render_prompt(example, task))
         if target * (1 - FILL_SLACK) <= length <= target:

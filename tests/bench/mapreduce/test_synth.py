@@ -43,6 +43,22 @@ def test_sentence_boundary():
     assert text[synth._sentence_boundary(text, 19):].startswith(" Three?")
     assert text[synth._sentence_boundary(text, 24):].startswith("Four")
     assert synth._sentence_boundary(text, len(text) - 2) == len(text)
+    assert text[synth._sentence_start_before(text, len(text) - 2):] == "Four"
+    assert text[synth._sentence_start_before(text, 20):].startswith("Two.")
+    assert synth._sentence_start_before(text, 12) == 0
+    assert synth._sentence_start_before("no sentence end", 10) == 0
+
+
+def test_needle_at_the_end_starts_a_sentence(gen):
+    # Example 17 draws a depth after the body's last sentence start (the body is cut at a token
+    # count, mid-sentence). Its needle once followed "Back in the 90s" with no sentence end, and
+    # the MapReduce map could not copy it as a sentence of its own.
+    ex = gen("number_string", "16k", n=20)[17]
+    needle = synth.NEEDLES["number_string"].format(key=ex["answer"][0])
+    i = ex["context"].index(needle)
+    assert ex["depth"] > 0.9
+    assert i == 0 or ex["context"][i - 2] in ".?!\n"
+    assert ex["context"][i + len(needle):].strip()  # some of the body follows it
 
 
 @pytest.mark.parametrize("task", synth.TASKS)
