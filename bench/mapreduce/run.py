@@ -198,7 +198,7 @@ def plot(result, path):
         kept = [(x, c["truncation"]["in_window"]) for x, c in zip(xs, cells)
                 if "in_window" in c["truncation"]]
         if kept:
-            ax.plot(*zip(*kept), ":", color="gray", label="value kept by truncation")
+            ax.plot(*zip(*kept), "x:", color="gray", label="value kept by truncation")
         ax.set_title(task)
         ax.set_xlabel("document length (K tokens)")
         ax.set_ylabel("accuracy (%)")
