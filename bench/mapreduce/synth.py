@@ -144,27 +144,24 @@ def _draw_key(task: str, rng: random.Random) -> str:
     return "".join(digits)
 
 
+def _starts_sentence(text: str, i: int) -> bool:
+    """Whether a sentence starts at `i` (2 <= i <= len(text)): just after a space or newline that
+    follows ".", "?" or "!", or after a blank line (the essays hard-wrap their lines, so a lone
+    newline is not a boundary)."""
+    prev2, prev = text[i - 2], text[i - 1]
+    return (prev in " \n" and prev2 in ".?!") or (prev == "\n" and prev2 == "\n")
+
+
 def _sentence_boundary(text: str, pos: int) -> int:
-    """The first sentence start at or after `pos`: just after a space or newline that follows
-    ".", "?" or "!", or after a blank line (the essays hard-wrap their lines, so a lone newline
-    is not a boundary); len(text) when there is none."""
+    """The first sentence start at or after `pos`; len(text) when there is none."""
     if pos <= 0:
         return 0
-    for i in range(max(pos, 2), len(text)):
-        prev2, prev = text[i - 2], text[i - 1]
-        if (prev in " \n" and prev2 in ".?!") or (prev == "\n" and prev2 == "\n"):
-            return i
-    return len(text)
+    return next((i for i in range(max(pos, 2), len(text)) if _starts_sentence(text, i)), len(text))
 
 
 def _sentence_start_before(text: str, pos: int) -> int:
-    """The last sentence start at or before `pos` (as _sentence_boundary finds them); 0 when
-    there is none."""
-    for i in range(min(pos, len(text)), 1, -1):
-        prev2, prev = text[i - 2], text[i - 1]
-        if (prev in " \n" and prev2 in ".?!") or (prev == "\n" and prev2 == "\n"):
-            return i
-    return 0
+    """The last sentence start at or before `pos`; 0 when there is none."""
+    return next((i for i in range(min(pos, len(text)), 1, -1) if _starts_sentence(text, i)), 0)
 
 
 def _haystack(essays: tuple[str, ...], rng: random.Random, min_chars: int) -> str:
