@@ -133,14 +133,15 @@ def run_mapreduce(client, url, ex, args):
             "map_found_answer": any(n["value_in_answer"] for n in notes), "notes": notes}
 
 
-# Tokens of the truncated prompt that are not the document: template, question, chat markup, and
-# the answer.
-TRUNCATION_OVERHEAD = 160 + 32
+def truncated_context(client, url, ex, window):
+    """The example's document cut to what the truncated prompt has room for."""
+    overhead = 160 + 32  # template, question and chat markup, and the answer
+    return truncate_middle(client, url, ex["context"], window - overhead)
 
 
 def run_truncated(client, url, ex, task, window, args):
     t0 = time.time()
-    context = truncate_middle(client, url, ex["context"], window - TRUNCATION_OVERHEAD)
+    context = truncated_context(client, url, ex, window)
     prompt = synth.PROMPT_TEMPLATES[task].format(context=context, input=ex["input"])
     r = client.post(url + "/v1/chat/completions", timeout=None, json={
         "messages": [{"role": "user", "content": prompt}], "max_tokens": 32, "temperature": 0})
@@ -307,8 +308,8 @@ def main():
                             if ex["id"] in old_tr:
                                 row = old_tr[ex["id"]]
                                 if "in_window" not in row:  # rows from before it was recorded
-                                    row["in_window"] = in_window(ex, truncate_middle(
-                                        client, url, ex["context"], window - TRUNCATION_OVERHEAD))
+                                    row["in_window"] = in_window(
+                                        ex, truncated_context(client, url, ex, window))
                                 tr_rows.append(row)
                             elif ex["id"] in futs:
                                 row = futs[ex["id"]].result()
