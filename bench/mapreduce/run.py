@@ -256,8 +256,12 @@ def main():
 
     def save():
         result["cells"] = sorted(kept + cells, key=lambda c: (c["task"], c["length"]))
-        with open(args.out, "w") as f:  # partial results survive a stopped run
+        # Partial results survive a stopped run; the rename keeps a run stopped mid-write from
+        # leaving a cut-off file.
+        tmp = os.path.splitext(args.out)[0] + ".partial.json"  # git-ignored like the result
+        with open(tmp, "w") as f:
             json.dump(result, f, indent=2)
+        os.replace(tmp, args.out)
 
     srv = None if args.url else start_loom(args)
     url = args.url.rstrip("/") if args.url else srv.url
