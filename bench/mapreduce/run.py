@@ -181,6 +181,7 @@ def summarize(rows, task):
 
 
 def plot(result, path):
+    """Accuracy against length per task, MapReduce and truncation, to `path`; the figure."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -200,6 +201,9 @@ def plot(result, path):
                 if "in_window" in c["truncation"]]
         if kept:
             ax.plot(*zip(*kept), "x:", color="gray", label="value kept by truncation")
+        # What truncation would score if the model always found a kept value.
+        ax.plot(xs, [min(100.0, 100.0 * result["window"] / c["length"]) for c in cells], "-",
+                color="gray", alpha=0.4, linewidth=1, label="window / length")
         ax.set_title(task)
         ax.set_xlabel("document length (K tokens)")
         ax.set_ylabel("accuracy (%)")
@@ -207,11 +211,19 @@ def plot(result, path):
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(x) for x in xs])
         ax.grid(True, alpha=0.3)
-        ax.legend()
+    # One legend under the panels: inside a panel it covered the MapReduce line.
+    handles = {}
+    for ax in axes[0]:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles),
+               fontsize=9, frameon=False)
     fig.suptitle(f"{os.path.basename(result['model'])}\nMapReduce (L={result['context_window']}) "
                  f"vs truncation to {result['window']} tokens", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return fig
 
 
 def main():
