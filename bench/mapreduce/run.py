@@ -201,7 +201,8 @@ def plot(result, path):
                 if "in_window" in c["truncation"]]
         if kept:
             ax.plot(*zip(*kept), "x:", color="gray", label="value kept by truncation")
-        # What truncation would score if the model always found a kept value.
+        # The share of the document the cut keeps: about how often it keeps a needle placed
+        # at a uniform depth, so what truncation could reach ("value kept" is the measured share).
         ax.plot(xs, [min(100.0, 100.0 * result["window"] / c["length"]) for c in cells], "-",
                 color="gray", alpha=0.4, linewidth=1, label="window / length")
         ax.set_title(task)
