@@ -217,11 +217,14 @@ def plot(result, path):
     for ax in axes[0]:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
-    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles),
+    # Four labels in one row are wider than one panel: a single task's figure takes two rows.
+    ncol = len(handles) if len(tasks) > 1 else 2
+    rows = -(-len(handles) // ncol)
+    fig.legend(handles.values(), handles.keys(), loc="lower center", ncol=ncol,
                fontsize=9, frameon=False)
     fig.suptitle(f"{os.path.basename(result['model'])}\nMapReduce (L={result['context_window']}) "
                  f"vs truncation to {result['window']} tokens", fontsize=10)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.02 + 0.05 * rows, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig

@@ -64,3 +64,18 @@ def test_plot_one_legend_under_the_panels(tmp_path):
     # The window / length line: 8K of 4K is all of it, of 16K half, of 128K 1/16.
     line = [ln for ln in axes[1].get_lines() if ln.get_label() == "window / length"][0]
     assert list(line.get_ydata()) == [100.0, 50.0, 6.25]
+
+
+def test_plot_legend_fits_a_one_task_figure(tmp_path):
+    # One panel is narrower than four labels in a row: the legend must stay inside the figure.
+    result = {"model": "/m/SmolLM2.gguf", "context_window": 1024, "window": 8192, "cells": [
+        {"task": "kv_retrieval", "length": k * 1024, "mapreduce": {"accuracy": 65, "n": 20},
+         "truncation": {"accuracy": 0, "n": 20, "in_window": 10}} for k in (64, 128)]}
+    fig = run.plot(result, str(tmp_path / "mapreduce.png"))
+    renderer = fig.canvas.get_renderer()
+    box = fig.legends[0].get_window_extent(renderer)
+    width, height = fig.bbox.width, fig.bbox.height
+    assert 0 <= box.x0 and box.x1 <= width and 0 <= box.y0 and box.y1 <= height
+    # and below the panel's axis label
+    label = fig.get_axes()[0].xaxis.label.get_window_extent(renderer)
+    assert box.y1 <= label.y0
