@@ -25,7 +25,8 @@ const char kMapReduceUsage[] =
     "  mapreduce LLM×MapReduce question answering over a long document (arXiv 2410.09342)\n"
     "            --doc FILE (- for stdin) --question TEXT [--task qa|retrieval|math|code|summary]\n"
     "            [--context-window N (4096)] [--max-tokens N (300)] [--temperature T (0)]\n"
-    "            [--evidence answered|grounded (answered)] [--values auto|free|digits|sentence]\n"
+    "            [--max-collapse-rounds N (5)] [--evidence answered|grounded (answered)]\n"
+    "            [--values auto|free|digits|sentence (auto)]\n"
     "            [--max-parallel N (16)] [--model PATH] [--threads N] [--max-num-seqs N (16)]\n"
     "            [--endpoint URL [--api-key KEY] [--served-model NAME]] [--json] [--quiet]\n";
 
@@ -72,6 +73,8 @@ absl::StatusOr<Options> Parse(const std::vector<std::string>& args) {
       LOOM_RETURN_IF_ERROR(ParseNumber(a, v, &o.mr.context_window));
     } else if (a == "--max-tokens") {
       LOOM_RETURN_IF_ERROR(ParseNumber(a, v, &o.mr.max_tokens));
+    } else if (a == "--max-collapse-rounds") {
+      LOOM_RETURN_IF_ERROR(ParseNumber(a, v, &o.mr.max_collapse_rounds));
     } else if (a == "--temperature") {
       LOOM_RETURN_IF_ERROR(ParseNumber(a, v, &o.mr.temperature));
     } else if (a == "--evidence") {

@@ -34,6 +34,7 @@ grpc::Status PipelinesService::MapReduce(grpc::ServerContext* ctx,
   if (!req->task().empty()) call.task = req->task();
   if (req->has_context_window()) call.context_window = req->context_window();
   if (req->has_max_tokens()) call.max_tokens = req->max_tokens();
+  if (req->has_max_collapse_rounds()) call.max_collapse_rounds = req->max_collapse_rounds();
   if (req->has_temperature()) call.temperature = req->temperature();
   if (!req->evidence().empty()) call.evidence = req->evidence();
   if (!req->values().empty()) call.values = req->values();

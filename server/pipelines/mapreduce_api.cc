@@ -106,6 +106,7 @@ std::optional<http::ApiError> ParseCall(const http::HttpRequest& req, MapReduceC
   if (auto e = get_int("context_window", &call->context_window)) return e;
   if (auto e = get_int("chunk_size", &call->context_window)) return e;  // an alias
   if (auto e = get_int("max_tokens", &call->max_tokens)) return e;
+  if (auto e = get_int("max_collapse_rounds", &call->max_collapse_rounds)) return e;
   if (auto it = text.find("temperature"); it != text.end()) {
     char* end = nullptr;
     call->temperature = std::strtof(it->second.c_str(), &end);
@@ -173,6 +174,7 @@ absl::StatusOr<mr::MapReduceResult> MapReduceApi::Run(
   mr::MapReduceOptions opts;
   opts.context_window = call.context_window;
   opts.max_tokens = call.max_tokens;
+  opts.max_collapse_rounds = call.max_collapse_rounds;
   opts.task = call.task;
   opts.temperature = call.temperature;
   opts.evidence = call.evidence;

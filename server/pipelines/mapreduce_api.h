@@ -39,6 +39,7 @@ struct MapReduceCall {
   std::string task = "qa";
   int context_window = 4096;
   int max_tokens = 300;
+  int max_collapse_rounds = 5;  // more rounds needed: FailedPrecondition (HTTP 422)
   float temperature = 0;
   std::string evidence = "answered";  // MapReduceOptions::evidence
   std::string values = "auto";        // MapReduceOptions::values

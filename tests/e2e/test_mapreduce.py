@@ -127,15 +127,43 @@ def test_http_retrieval_copies_its_values(mr_server, document):
      "context_window"),
     ({"document": "Some text.", "question": QUESTION, "evidence": "best"}, 400, None),
     ({"document": "Some text.", "question": QUESTION, "values": "exact"}, 400, None),
+    ({"document": "Some text.", "question": QUESTION, "max_collapse_rounds": "many"}, 400,
+     "max_collapse_rounds"),
+    ({"document": "Some text.", "question": QUESTION, "max_collapse_rounds": -1}, 400, None),
 ], ids=["blank", "binary", "too_large", "unknown_task", "no_question", "bad_number",
-        "unknown_evidence", "unknown_values"])
+        "unknown_evidence", "unknown_values", "rounds_not_a_number", "negative_rounds"])
 def test_http_bad_input(mr_server, body, status, param):
     r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=60, json=body)
     assert r.status_code == status, r.text
     err = r.json()["error"]
     assert err["message"]
+    if "max_collapse_rounds" in body:
+        assert "max_collapse_rounds" in err["message"]
     if param:
         assert err["param"] == param
+
+
+def test_http_collapse_bound_is_a_422(mr_server):
+    """A summary of ~10K tokens in 1K-token calls leaves more notes than the reduce prompt holds;
+    with no collapse rounds allowed that is the pipeline's 422, and with the default it is not."""
+    words = []
+    for path in sorted(glob.glob(os.path.join(ESSAYS, "*.txt"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            words += f.read().split()
+    if len(words) < 8000:
+        pytest.skip(f"not enough haystack essays under {ESSAYS}")
+    text = " ".join(words[:8000])
+    body = {"document": text, "question": "What does the author say?", "task": "summary",
+            "context_window": 1024, "max_tokens": 100}
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600,
+                   json={**body, "max_collapse_rounds": 0})
+    assert r.status_code == 422, r.text
+    err = r.json()["error"]
+    assert err["code"] == "collapse_failed"
+    assert "after 0 collapse rounds" in err["message"]
+    r = httpx.post(mr_server.url + "/v1/pipelines/mapreduce", timeout=600, json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["collapse_rounds"] >= 1
 
 
 def test_http_binary_upload_is_rejected(mr_server):
@@ -177,6 +205,11 @@ def test_grpc_streams_progress(mr_server, loom_pipelines_pb, document):
                                                     values="exact")))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "values" in e.value.details()
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.MapReduce(pb.MapReduceRequest(document=document, question=QUESTION,
+                                                    max_collapse_rounds=-1)))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "max_collapse_rounds" in e.value.details()
 
 
 def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):
@@ -201,3 +234,6 @@ def test_cli_local_engine_and_endpoint(mr_server, document, tmp_path):
     bad = subprocess.run([LOOM_BIN, "mapreduce", "--doc", str(doc)], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "--question" in bad.stderr
+    bad = subprocess.run(common[:6] + ["--max-collapse-rounds", "-1"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "max_collapse_rounds" in bad.stderr
