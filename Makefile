@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 MODEL ?= models/SmolLM2-135M-Instruct.Q4_1.gguf
 CMAKE_FLAGS ?=
 
-.PHONY: all deps model build serve chat test test-unit bench bench-grammar bench-duo bench-niah bench-attention fuzz clean
+.PHONY: all deps model build serve chat test test-unit bench bench-grammar bench-duo bench-niah bench-attention fuzz format clean
 
 all: build
 
@@ -61,6 +61,10 @@ fuzz: deps
 	cmake --build build-fuzz --target gguf_fuzz
 	mkdir -p build-fuzz/corpus-new
 	build-fuzz/fuzz/gguf_fuzz -max_total_time=$(FUZZ_SECONDS) -dict=fuzz/gguf.dict build-fuzz/corpus-new build-fuzz/fuzz/corpus
+
+# Rewrites the C++ and CUDA sources as .clang-format says (CTest's clang_format checks it).
+format: deps
+	tools/check_format.sh --fix
 
 clean:
 	rm -rf $(BUILD)

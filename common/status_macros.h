@@ -1,4 +1,5 @@
-// Small absl::Status helpers. Debian's abseil (20220623) ships no status macros, so Loom has its own.
+// Small absl::Status helpers. Debian's abseil (20220623) ships no status macros, so Loom has its
+// own.
 //
 //   absl::StatusOr<int> ParseCount(std::string_view s);
 //   absl::Status Load() {
@@ -15,10 +16,10 @@
 #define LOOM_STATUS_CONCAT_(a, b) LOOM_STATUS_CONCAT_INNER_(a, b)
 
 // Returns the status from the enclosing function when `expr` is not OK.
-#define LOOM_RETURN_IF_ERROR(expr)                 \
-  do {                                             \
-    const ::absl::Status loom_status_ = (expr);    \
-    if (!loom_status_.ok()) return loom_status_;   \
+#define LOOM_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    const ::absl::Status loom_status_ = (expr);  \
+    if (!loom_status_.ok()) return loom_status_; \
   } while (0)
 
 #define LOOM_ASSIGN_OR_RETURN_IMPL_(tmp, lhs, expr) \

@@ -129,21 +129,36 @@ constexpr int BlockSize(DType t) {
 // Bytes per block; 0 for an unknown type.
 constexpr size_t TypeSize(DType t) {
   switch (t) {
-    case DType::kF32: return 4;
-    case DType::kF16: return 2;
-    case DType::kBF16: return 2;
-    case DType::kQ4_0: return sizeof(BlockQ4_0);
-    case DType::kQ4_1: return sizeof(BlockQ4_1);
-    case DType::kQ5_0: return 22;
-    case DType::kQ5_1: return 24;
-    case DType::kQ8_0: return sizeof(BlockQ8_0);
-    case DType::kQ8_1: return sizeof(BlockQ8_1);
-    case DType::kQ2_K: return 84;
-    case DType::kQ3_K: return 110;
-    case DType::kQ4_K: return sizeof(BlockQ4_K);
-    case DType::kQ5_K: return 176;
-    case DType::kQ6_K: return sizeof(BlockQ6_K);
-    case DType::kQ8_K: return sizeof(BlockQ8_K);
+    case DType::kF32:
+      return 4;
+    case DType::kF16:
+      return 2;
+    case DType::kBF16:
+      return 2;
+    case DType::kQ4_0:
+      return sizeof(BlockQ4_0);
+    case DType::kQ4_1:
+      return sizeof(BlockQ4_1);
+    case DType::kQ5_0:
+      return 22;
+    case DType::kQ5_1:
+      return 24;
+    case DType::kQ8_0:
+      return sizeof(BlockQ8_0);
+    case DType::kQ8_1:
+      return sizeof(BlockQ8_1);
+    case DType::kQ2_K:
+      return 84;
+    case DType::kQ3_K:
+      return 110;
+    case DType::kQ4_K:
+      return sizeof(BlockQ4_K);
+    case DType::kQ5_K:
+      return 176;
+    case DType::kQ6_K:
+      return sizeof(BlockQ6_K);
+    case DType::kQ8_K:
+      return sizeof(BlockQ8_K);
   }
   return 0;
 }
@@ -155,21 +170,36 @@ constexpr size_t RowBytes(DType t, int64_t n) {
 
 constexpr std::string_view DTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kQ4_0: return "Q4_0";
-    case DType::kQ4_1: return "Q4_1";
-    case DType::kQ5_0: return "Q5_0";
-    case DType::kQ5_1: return "Q5_1";
-    case DType::kQ8_0: return "Q8_0";
-    case DType::kQ8_1: return "Q8_1";
-    case DType::kQ2_K: return "Q2_K";
-    case DType::kQ3_K: return "Q3_K";
-    case DType::kQ4_K: return "Q4_K";
-    case DType::kQ5_K: return "Q5_K";
-    case DType::kQ6_K: return "Q6_K";
-    case DType::kQ8_K: return "Q8_K";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kQ4_0:
+      return "Q4_0";
+    case DType::kQ4_1:
+      return "Q4_1";
+    case DType::kQ5_0:
+      return "Q5_0";
+    case DType::kQ5_1:
+      return "Q5_1";
+    case DType::kQ8_0:
+      return "Q8_0";
+    case DType::kQ8_1:
+      return "Q8_1";
+    case DType::kQ2_K:
+      return "Q2_K";
+    case DType::kQ3_K:
+      return "Q3_K";
+    case DType::kQ4_K:
+      return "Q4_K";
+    case DType::kQ5_K:
+      return "Q5_K";
+    case DType::kQ6_K:
+      return "Q6_K";
+    case DType::kQ8_K:
+      return "Q8_K";
   }
   return "unknown";
 }

@@ -48,8 +48,8 @@ float VecDot(DType w_type, int64_t k, const void* w_row, const void* x_row);
 
 // y[j * ldy + i] = dot(W row i, X row j) for i in [row_begin, row_end), j in [0, m).
 // W: rows of w_row_bytes; X: m rows in VecDotType(w_type), x_row_bytes apart. The caller splits
-// [0, n_out) across threads; the kernel tiles over rows and tokens so each weight block is read once
-// per tile.
+// [0, n_out) across threads; the kernel tiles over rows and tokens so each weight block is read
+// once per tile.
 void MatMulRows(DType w_type, const void* w, size_t w_row_bytes, int64_t k, const void* x,
                 size_t x_row_bytes, int64_t m, float* y, int64_t ldy, int64_t row_begin,
                 int64_t row_end);
@@ -76,8 +76,8 @@ void Rope(float* x, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t
 // for V), as ggml's non-flash path computes it: q is rounded to fp16, scores = scale * (q . k_t) in
 // f32, softmax, then the probabilities are rounded to fp16 and out = sum_t p_t * v_t (f32).
 // `scores` is scratch of n_kv floats. Causality is the caller's: pass only visible positions.
-void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride,
-                   int64_t n_kv, int64_t head_dim, float scale, float* scores, float* out);
+void AttentionHead(const float* q, const fp16_t* k, const fp16_t* v, size_t kv_stride, int64_t n_kv,
+                   int64_t head_dim, float scale, float* scores, float* out);
 // The same over a paged cache: row t of K is k_blocks[t / block_size] + head_offset +
 // (t % block_size) * kv_stride, likewise for V, so one array of block pointers per sequence and
 // layer serves every head. Bit-identical to AttentionHead over the same rows (AttentionHead is the

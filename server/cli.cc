@@ -126,8 +126,8 @@ absl::StatusOr<Session> Load(const CliOptions& o) {
   if (auto src = s.model->file().GetString("tokenizer.chat_template"); src.ok()) {
     LOOM_ASSIGN_OR_RETURN(s.chat_template, chat::ChatTemplate::Parse(*src));
   }
-  LOOM_ASSIGN_OR_RETURN(s.backend, engine::CreateBackend(o.backend, *s.model,
-                                                         {.n_threads = o.threads}));
+  LOOM_ASSIGN_OR_RETURN(s.backend,
+                        engine::CreateBackend(o.backend, *s.model, {.n_threads = o.threads}));
   LOOM_ASSIGN_OR_RETURN(s.duo, LoadDuoLayout(o.duo, s.model->config()));
   if (s.duo != nullptr) {
     std::fprintf(stderr, "loom: %s\n", DescribeDuo(o.duo, *s.duo, s.model->config()).c_str());
@@ -137,7 +137,8 @@ absl::StatusOr<Session> Load(const CliOptions& o) {
   return s;
 }
 
-absl::StatusOr<std::string> RenderChat(const Session& s, const std::vector<chat::ChatMessage>& msgs) {
+absl::StatusOr<std::string> RenderChat(const Session& s,
+                                       const std::vector<chat::ChatMessage>& msgs) {
   if (!s.chat_template) return absl::FailedPreconditionError("the model has no chat template");
   chat::RenderExtras extras;
   extras.bos_token = s.tokenizer->TokenToPiece(s.tokenizer->bos_id(), true);
@@ -154,12 +155,14 @@ absl::StatusOr<engine::GenerateResult> Run(Session& s, const CliOptions& o,
                                    return true;
                                  });
   if (result.ok() && o.show_stats) {
-    const double pf = result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0;
-    const double dc = result->decode_seconds > 0 ? result->tokens.size() / result->decode_seconds : 0;
-    std::fprintf(stderr,
-                 "\n[prefill: %d tokens, %.1f tok/s | decode: %zu tokens, %.1f tok/s | finish: %s]\n",
-                 result->prompt_tokens, pf, result->tokens.size(), dc,
-                 result->finish_reason.c_str());
+    const double pf =
+        result->prefill_seconds > 0 ? result->prompt_tokens / result->prefill_seconds : 0;
+    const double dc =
+        result->decode_seconds > 0 ? result->tokens.size() / result->decode_seconds : 0;
+    std::fprintf(
+        stderr,
+        "\n[prefill: %d tokens, %.1f tok/s | decode: %zu tokens, %.1f tok/s | finish: %s]\n",
+        result->prompt_tokens, pf, result->tokens.size(), dc, result->finish_reason.c_str());
   }
   return result;
 }

@@ -32,7 +32,8 @@ struct DuoOptions {
 };
 
 // Applies one setting named without its leading dashes ("duo-pattern", "duo-sparsity",
-// "duo-prefix-snapshots"; '_' and '-' alike). False when `name` is not a DuoAttention setting; InvalidArgument for a bad number.
+// "duo-prefix-snapshots"; '_' and '-' alike). False when `name` is not a DuoAttention setting;
+// InvalidArgument for a bad number.
 absl::StatusOr<bool> ApplyDuoSetting(std::string name, const std::string& value, DuoOptions* duo);
 
 // The layout for `config`: null when no pattern is set; NotFound for a missing file,

@@ -195,10 +195,11 @@ absl::Status Validate(const ServeOptions& o) {
   if (o.grpc.max_message_bytes < 1 || o.grpc.max_message_bytes > (int64_t{1} << 31) - 1) {
     return absl::InvalidArgumentError("--grpc-max-message-bytes must be in [1, 2^31)");
   }
-  if (absl::Status s = pipelines::MapReduceApiOptions{
-                           .max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
-                           .max_parallel = o.pipelines.mapreduce_max_parallel}
-                           .Validate();
+  if (absl::Status s =
+          pipelines::MapReduceApiOptions{
+              .max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
+              .max_parallel = o.pipelines.mapreduce_max_parallel}
+              .Validate();
       !s.ok()) {
     return s;
   }
@@ -289,9 +290,9 @@ int RunServe(const std::vector<std::string>& args) {
                          .max_concurrent_requests = o.http.max_concurrent_requests,
                          .request_timeout_s = o.http.request_timeout_s});
   http::OpenAiServer api(&fe);
-  pipelines::MapReduceApi mapreduce(
-      &fe, {.max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
-            .max_parallel = o.pipelines.mapreduce_max_parallel});
+  pipelines::MapReduceApi mapreduce(&fe,
+                                    {.max_document_bytes = o.pipelines.mapreduce_max_document_bytes,
+                                     .max_parallel = o.pipelines.mapreduce_max_parallel});
   std::unique_ptr<http::HttpServer> server =
       http::HttpServer::Create({.threads = o.http.threads,
                                 .max_body_bytes = static_cast<size_t>(o.http.max_body_bytes),

@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 pkgs=(build-essential cmake ninja-build pkg-config git ca-certificates python3 python3-venv
       python3-jinja2 libabsl-dev nlohmann-json3-dev libpcre2-dev libgtest-dev libgmock-dev
-      libbenchmark-dev clang libclang-rt-14-dev libcpp-httplib-dev
+      libbenchmark-dev clang clang-format libclang-rt-14-dev libcpp-httplib-dev
       prometheus-cpp-dev prometheus libgrpc++-dev libprotobuf-dev
       protobuf-compiler protobuf-compiler-grpc
       python3-torch python3-numpy python3-pytest libopenblas0-pthread)  # tools/duo_calibrate

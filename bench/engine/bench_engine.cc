@@ -53,8 +53,8 @@ double MeasureBandwidth(int threads) {
     for (auto& th : ts) th.join();
     best = std::max(best, n * sizeof(uint64_t) / Seconds(t0, Clock::now()) / 1e9);
   }
-  std::printf("  (checksum %llu)\n", static_cast<unsigned long long>(
-                                         std::accumulate(sinks.begin(), sinks.end(), 0ull)));
+  std::printf("  (checksum %llu)\n",
+              static_cast<unsigned long long>(std::accumulate(sinks.begin(), sinks.end(), 0ull)));
   return best;
 }
 
@@ -66,11 +66,16 @@ int main(int argc, char** argv) {
   int prefill_tokens = 512, decode_tokens = 128, reps = 3;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string a = argv[i];
-    if (a == "--model") model_path = argv[i + 1];
-    else if (a == "--out") out_path = argv[i + 1];
-    else if (a == "--prefill") prefill_tokens = std::atoi(argv[i + 1]);
-    else if (a == "--decode") decode_tokens = std::atoi(argv[i + 1]);
-    else if (a == "--reps") reps = std::atoi(argv[i + 1]);
+    if (a == "--model")
+      model_path = argv[i + 1];
+    else if (a == "--out")
+      out_path = argv[i + 1];
+    else if (a == "--prefill")
+      prefill_tokens = std::atoi(argv[i + 1]);
+    else if (a == "--decode")
+      decode_tokens = std::atoi(argv[i + 1]);
+    else if (a == "--reps")
+      reps = std::atoi(argv[i + 1]);
   }
   auto model = loom::engine::Model::Load(model_path);
   if (!model.ok()) {

@@ -22,12 +22,13 @@ absl::StatusOr<GenerateResult> Generate(Backend& backend, const tokenizer::Token
   LOOM_RETURN_IF_ERROR(options.sampling.Validate());
   if (prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   if (options.max_tokens < 0) return absl::InvalidArgumentError("max_tokens must be >= 0");
-  if (kv.size() >= static_cast<int>(prompt.size())) kv.Truncate(static_cast<int>(prompt.size()) - 1);
+  if (kv.size() >= static_cast<int>(prompt.size()))
+    kv.Truncate(static_cast<int>(prompt.size()) - 1);
   const int64_t need = static_cast<int64_t>(prompt.size()) + options.max_tokens;
   if (need > kv.capacity()) {
-    return absl::OutOfRangeError(absl::StrCat("prompt of ", prompt.size(), " tokens plus max_tokens ",
-                                              options.max_tokens, " exceeds the context of ",
-                                              kv.capacity(), " tokens"));
+    return absl::OutOfRangeError(
+        absl::StrCat("prompt of ", prompt.size(), " tokens plus max_tokens ", options.max_tokens,
+                     " exceeds the context of ", kv.capacity(), " tokens"));
   }
   GenerateResult result;
   result.prompt_tokens = static_cast<int>(prompt.size());

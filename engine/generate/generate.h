@@ -1,13 +1,14 @@
 // One sequence's generation loop on a backend: prefill the prompt, then sample token by token until
-// max_tokens, an end-of-generation token or a stop string. The serving engine batches many of these;
-// this single-sequence form serves the CLI, the benchmark and the model tests.
+// max_tokens, an end-of-generation token or a stop string. The serving engine batches many of
+// these; this single-sequence form serves the CLI, the benchmark and the model tests.
 //
 //   loom::engine::GenerateOptions opts;
 //   opts.max_tokens = 64;
 //   opts.sampling.temperature = 0;  // greedy
 //   LOOM_ASSIGN_OR_RETURN(loom::engine::GenerateResult r,
 //       loom::engine::Generate(*backend, *tokenizer, kv, prompt_ids, opts,
-//                              [](const loom::engine::TokenEvent& ev) { std::cout << ev.text; return true; }));
+//                              [](const loom::engine::TokenEvent& ev) { std::cout << ev.text;
+//                              return true; }));
 //   // r.finish_reason is "stop" or "length"; r.prefill_seconds / r.decode_seconds give speed.
 #pragma once
 

@@ -1,5 +1,6 @@
-// Stop-string matching over streamed text: finds a stop string as soon as it completes and tells how
-// much text is safe to release (text that might still become the start of a stop string is held).
+// Stop-string matching over streamed text: finds a stop string as soon as it completes and tells
+// how much text is safe to release (text that might still become the start of a stop string is
+// held).
 //
 //   size_t at = loom::engine::FindStop(text, stops, /*from=*/released);
 //   if (at == std::string::npos) release_up_to = text.size() - loom::engine::HeldBack(text, stops);

@@ -2,9 +2,9 @@
 // sequences. Backends are listed at build time in backend_registry.cc (CPU always; CUDA when built
 // with -DLOOM_CUDA=ON), as ggml's backend registry does.
 //
-//   LOOM_ASSIGN_OR_RETURN(auto backend, loom::engine::CreateBackend("cpu", *model, {.n_threads = 2}));
-//   std::vector<float> logits;
-//   LOOM_RETURN_IF_ERROR(backend->Forward({{&kv, tokens, /*all_logits=*/false}}, &logits));
+//   LOOM_ASSIGN_OR_RETURN(auto backend, loom::engine::CreateBackend("cpu", *model, {.n_threads =
+//   2})); std::vector<float> logits; LOOM_RETURN_IF_ERROR(backend->Forward({{&kv, tokens,
+//   /*all_logits=*/false}}, &logits));
 //   // logits holds vocab_size floats for the last token of the sequence.
 #pragma once
 

@@ -29,8 +29,9 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(std::string_view name, co
   for (const Entry& e : kBackends) {
     if (name == e.name) return e.create(model, options);
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown backend '", std::string(name), "'; this build has: ",
-                                                 absl::StrJoin(AvailableBackends(), ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown backend '", std::string(name),
+                   "'; this build has: ", absl::StrJoin(AvailableBackends(), ", ")));
 }
 
 }  // namespace loom::engine

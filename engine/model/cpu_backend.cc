@@ -5,8 +5,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
-#include "engine/model/duo_layout.h"
 #include "common/status_macros.h"
+#include "engine/model/duo_layout.h"
 #include "engine/util/thread_pool.h"
 #include "kernels/kernels.h"
 
@@ -236,9 +236,8 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
     }
     const int64_t end = s.kv->size() + static_cast<int64_t>(s.tokens.size());
     if (end > s.kv->capacity()) {
-      return absl::OutOfRangeError(absl::StrCat("sequence of ", end,
-                                                " tokens exceeds its cache capacity of ",
-                                                s.kv->capacity()));
+      return absl::OutOfRangeError(absl::StrCat(
+          "sequence of ", end, " tokens exceeds its cache capacity of ", s.kv->capacity()));
     }
     for (int32_t tok : s.tokens) {
       if (tok < 0 || tok >= c.vocab_size) {
@@ -258,8 +257,8 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
   const int64_t hd = c.head_dim;
   const int group = c.n_heads / c.n_kv_heads;
   if (group > kMaxAttnRows) {
-    return absl::UnimplementedError(absl::StrCat("more than ", kMaxAttnRows,
-                                                 " query heads per KV head"));
+    return absl::UnimplementedError(
+        absl::StrCat("more than ", kMaxAttnRows, " query heads per KV head"));
   }
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
 
@@ -356,43 +355,43 @@ absl::Status CpuBackend::Forward(std::span<const SeqBatch> batch, std::vector<fl
         v_blocks_.push_back(s.kv->VBlock(li, b));
       }
     }
-    pool_.ParallelFor(static_cast<int64_t>(attn_tasks_.size()), [&](int64_t b, int64_t e,
-                                                                    int thread) {
-      float* scores = &scores_[static_cast<size_t>(thread) * scratch_ctx_];
-      for (int64_t task = b; task < e; ++task) {
-        const AttnTask& at = attn_tasks_[task];
-        const int si = at.seq;
-        const int kvh = at.kv_head;
-        KvView* kv = batch[si].kv;
-        const DuoLayout* duo = kv->duo();
-        if (duo != nullptr && duo->IsStreaming(li, kvh)) {
-          for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
-            for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-              StreamingHead(batch, li, t, h, thread, scale, scores);
+    pool_.ParallelFor(
+        static_cast<int64_t>(attn_tasks_.size()), [&](int64_t b, int64_t e, int thread) {
+          float* scores = &scores_[static_cast<size_t>(thread) * scratch_ctx_];
+          for (int64_t task = b; task < e; ++task) {
+            const AttnTask& at = attn_tasks_[task];
+            const int si = at.seq;
+            const int kvh = at.kv_head;
+            KvView* kv = batch[si].kv;
+            const DuoLayout* duo = kv->duo();
+            if (duo != nullptr && duo->IsStreaming(li, kvh)) {
+              for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
+                for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+                  StreamingHead(batch, li, t, h, thread, scale, scores);
+                }
+              }
+              continue;
             }
+            // Retrieval (or plain) head: its query heads × the tile's tokens, causal per token.
+            const float* qs[kMaxAttnRows];
+            float* outs[kMaxAttnRows];
+            int64_t n_kv[kMaxAttnRows];
+            int rows = 0;
+            for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
+              for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+                qs[rows] = &q_[t * qd + h * hd];
+                outs[rows] = &attn_[t * qd + h * hd];
+                n_kv[rows] = tok_pos_[t] + 1;
+                ++rows;
+              }
+            }
+            const size_t head_offset =
+                static_cast<size_t>(duo != nullptr ? duo->Slot(li, kvh) : kvh) * hd;
+            kernels::AttentionRowsBlocks(qs, outs, n_kv, rows, &k_blocks_[blk_begin_[si]],
+                                         &v_blocks_[blk_begin_[si]], head_offset, kv->block_size(),
+                                         kv->RowElems(li), hd, scale);
           }
-          continue;
-        }
-        // Retrieval (or plain) head: its query heads × the tile's tokens, causal per token.
-        const float* qs[kMaxAttnRows];
-        float* outs[kMaxAttnRows];
-        int64_t n_kv[kMaxAttnRows];
-        int rows = 0;
-        for (int64_t t = tok_begin_[si] + at.begin; t < tok_begin_[si] + at.end; ++t) {
-          for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-            qs[rows] = &q_[t * qd + h * hd];
-            outs[rows] = &attn_[t * qd + h * hd];
-            n_kv[rows] = tok_pos_[t] + 1;
-            ++rows;
-          }
-        }
-        const size_t head_offset =
-            static_cast<size_t>(duo != nullptr ? duo->Slot(li, kvh) : kvh) * hd;
-        kernels::AttentionRowsBlocks(qs, outs, n_kv, rows, &k_blocks_[blk_begin_[si]],
-                                     &v_blocks_[blk_begin_[si]], head_offset, kv->block_size(),
-                                     kv->RowElems(li), hd, scale);
-      }
-    });
+        });
     StoreStreaming(batch, li);
     Quantize(L.wo.type, attn_.data(), qd, T, &xq_);
     MatMul({{&L.wo, tmp_.data(), d}}, xq_, T);

@@ -9,9 +9,9 @@ absl::StatusOr<std::shared_ptr<const DuoLayout>> DuoLayout::Create(const ModelCo
                                                                    int sink, int recent) {
   const size_t n = static_cast<size_t>(config.n_layers) * config.n_kv_heads;
   if (streaming.size() != n) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "DuoAttention: ", streaming.size(), " head flags for a model with ", config.n_layers,
-        " layers x ", config.n_kv_heads, " KV heads"));
+    return absl::InvalidArgumentError(absl::StrCat("DuoAttention: ", streaming.size(),
+                                                   " head flags for a model with ", config.n_layers,
+                                                   " layers x ", config.n_kv_heads, " KV heads"));
   }
   if (sink < 0) return absl::InvalidArgumentError("DuoAttention: sink must be >= 0");
   if (recent < 1) return absl::InvalidArgumentError("DuoAttention: recent must be >= 1");

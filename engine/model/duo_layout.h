@@ -67,8 +67,7 @@ class DuoLayout {
     return 2 * static_cast<int64_t>(RetrievalElemsPerToken()) * sizeof(kernels::fp16_t);
   }
   int64_t StreamingBytesPerSequence() const {
-    return 2 * static_cast<int64_t>(StreamingElemsPerToken()) * window() *
-           sizeof(kernels::fp16_t);
+    return 2 * static_cast<int64_t>(StreamingElemsPerToken()) * window() * sizeof(kernels::fp16_t);
   }
   // "layer: streaming heads" per layer, e.g. "2 1 0 3 ...".
   std::string StreamingPerLayer() const;

@@ -39,9 +39,9 @@ absl::StatusOr<DuoPattern> DuoPattern::ParseGatesTsv(std::string_view text) {
       cell = absl::StripAsciiWhitespace(cell);
       double v = 0;
       if (!absl::SimpleAtod(cell, &v) || !(v >= 0.0 && v <= 1.0)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("DuoAttention gates, line ", line_no, ": '", std::string(cell),
-                         "' is not a number in [0, 1]"));
+        return absl::InvalidArgumentError(absl::StrCat("DuoAttention gates, line ", line_no, ": '",
+                                                       std::string(cell),
+                                                       "' is not a number in [0, 1]"));
       }
       p.gates.push_back(static_cast<float>(v));
       ++cols;
@@ -102,9 +102,8 @@ absl::StatusOr<DuoPattern> DuoPattern::LoadJson(const std::string& path) {
 absl::Status DuoPattern::CheckShape(const ModelConfig& config) const {
   if (n_layers != config.n_layers || n_kv_heads != config.n_kv_heads) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "DuoAttention gates are ", n_layers, " layers x ", n_kv_heads,
-        " KV heads; the model has ", config.n_layers, " layers x ", config.n_kv_heads,
-        " KV heads"));
+        "DuoAttention gates are ", n_layers, " layers x ", n_kv_heads, " KV heads; the model has ",
+        config.n_layers, " layers x ", config.n_kv_heads, " KV heads"));
   }
   return absl::OkStatus();
 }

@@ -54,8 +54,8 @@ class KvPool {
   size_t BlockElems() const { return static_cast<size_t>(block_size_) * ElemsPerToken(); }
   size_t Elements() const { return static_cast<size_t>(num_blocks_) * BlockElems(); }
   size_t Index(int32_t block, int layer) const {
-    const size_t layer_offset = duo_ ? duo_->RetrievalLayerOffset(layer)
-                                     : static_cast<size_t>(layer) * kv_dim_;
+    const size_t layer_offset =
+        duo_ ? duo_->RetrievalLayerOffset(layer) : static_cast<size_t>(layer) * kv_dim_;
     return static_cast<size_t>(block) * BlockElems() + layer_offset * block_size_;
   }
 
@@ -78,9 +78,7 @@ class PagedKvView final : public KvView {
       : pool_(pool), blocks_(blocks), size_(size), streaming_(streaming) {}
 
   int size() const override { return size_; }
-  int capacity() const override {
-    return static_cast<int>(blocks_.size()) * pool_->block_size();
-  }
+  int capacity() const override { return static_cast<int>(blocks_.size()) * pool_->block_size(); }
   void Advance(int n) override { size_ += n; }
   int block_size() const override { return pool_->block_size(); }
   int kv_dim() const override { return pool_->kv_dim(); }

@@ -4,7 +4,8 @@
 // DuoLayout it stores the retrieval heads' rows only and owns the streaming heads' StreamingKv.
 //
 //   loom::engine::KvSequence kv(model.config(), /*capacity=*/2048);
-//   backend->Forward({{&kv, prompt_tokens, false}}, &logits);  // appends prompt K/V, kv.size() grows
+//   backend->Forward({{&kv, prompt_tokens, false}}, &logits);  // appends prompt K/V, kv.size()
+//   grows
 #pragma once
 
 #include <cstdint>

@@ -18,12 +18,12 @@ absl::StatusOr<WeightTensor> Bind(const gguf::GgufFile& f, const std::string& na
                                                    t->ne[1], "], want [", ne0, ", ", ne1, "]"));
   }
   if (must_be_f32 && t->type != DType::kF32) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor ", name, " must be F32, is ", std::string(kernels::DTypeName(t->type))));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " must be F32, is ",
+                                                   std::string(kernels::DTypeName(t->type))));
   }
   if (!kernels::IsSupported(t->type)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("tensor ", name, " has unsupported type ", std::string(kernels::DTypeName(t->type))));
+    return absl::InvalidArgumentError(absl::StrCat("tensor ", name, " has unsupported type ",
+                                                   std::string(kernels::DTypeName(t->type))));
   }
   WeightTensor w;
   w.type = t->type;
@@ -76,8 +76,8 @@ size_t Model::DecodeBytesPerToken() const {
   size_t total = weights_.output.row_bytes * weights_.output.ne1 + weights_.tok_embd.row_bytes;
   total += weights_.output_norm.row_bytes;
   for (const LayerWeights& l : weights_.layers) {
-    for (const WeightTensor* t : {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate,
-                                  &l.w_up, &l.w_down}) {
+    for (const WeightTensor* t :
+         {&l.attn_norm, &l.wq, &l.wk, &l.wv, &l.wo, &l.ffn_norm, &l.w_gate, &l.w_up, &l.w_down}) {
       total += t->row_bytes * t->ne1;
     }
   }

@@ -24,7 +24,8 @@ absl::StatusOr<ModelConfig> ModelConfig::FromGguf(const gguf::GgufFile& file) {
   const std::string p = c.arch + ".";
   auto u32 = [&](const std::string& key, int* out) -> absl::Status {
     LOOM_ASSIGN_OR_RETURN(uint32_t v, file.GetUint32(p + key));
-    if (v > (1u << 30)) return absl::InvalidArgumentError(absl::StrCat(p, key, " is too large: ", v));
+    if (v > (1u << 30))
+      return absl::InvalidArgumentError(absl::StrCat(p, key, " is too large: ", v));
     *out = static_cast<int>(v);
     return absl::OkStatus();
   };
@@ -70,9 +71,8 @@ absl::Status ModelConfig::Validate() const {
     return absl::InvalidArgumentError("model dimensions must be positive");
   }
   if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("head_count ", n_heads,
-                                                   " is not a multiple of head_count_kv ",
-                                                   n_kv_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("head_count ", n_heads, " is not a multiple of head_count_kv ", n_kv_heads));
   }
   if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) {
     return absl::InvalidArgumentError(absl::StrCat("bad rope.dimension_count ", rope_dim));

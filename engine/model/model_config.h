@@ -1,7 +1,7 @@
 // Hyper-parameters of a Llama-family model, read from GGUF metadata (never hard-coded).
 //
-//   LOOM_ASSIGN_OR_RETURN(loom::engine::ModelConfig cfg, loom::engine::ModelConfig::FromGguf(*file));
-//   int kv_dim = cfg.n_kv_heads * cfg.head_dim;
+//   LOOM_ASSIGN_OR_RETURN(loom::engine::ModelConfig cfg,
+//   loom::engine::ModelConfig::FromGguf(*file)); int kv_dim = cfg.n_kv_heads * cfg.head_dim;
 #pragma once
 
 #include <cstdint>

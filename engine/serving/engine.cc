@@ -31,8 +31,8 @@ absl::Status EngineConfig::Validate() const {
   if (max_waiting < 0) return absl::InvalidArgumentError("max_waiting must be >= 0");
   if (kv_cache_bytes <= 0) return absl::InvalidArgumentError("kv_cache_bytes must be positive");
   if (kv_block_size < 1 || kv_block_size > kv::KvCacheConfig::kMaxBlockSize) {
-    return absl::InvalidArgumentError(absl::StrCat("kv_block_size must be in [1, ",
-                                                   kv::KvCacheConfig::kMaxBlockSize, "]"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_block_size must be in [1, ", kv::KvCacheConfig::kMaxBlockSize, "]"));
   }
   if (max_tokens_cap <= 0) return absl::InvalidArgumentError("max_tokens_cap must be positive");
   if (n_threads < 0) return absl::InvalidArgumentError("n_threads must be >= 0");
@@ -100,8 +100,8 @@ struct Engine::Sequence {
   std::unique_ptr<sampler::Sampler> sampler;
   std::unique_ptr<grammar::Matcher> matcher;  // with a grammar
   std::unique_ptr<tokenizer::StreamDecoder> decoder;
-  std::string text;       // generated text so far (cut at a stop string)
-  size_t released = 0;    // bytes of `text` already sent
+  std::string text;     // generated text so far (cut at a stop string)
+  size_t released = 0;  // bytes of `text` already sent
   int n_generated = 0;
   Clock::time_point arrival, scheduled, first_token, last_token;
   std::vector<double> itl;
@@ -117,8 +117,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
   std::unique_ptr<Engine> e(new Engine(config, std::move(model)));
   LOOM_ASSIGN_OR_RETURN(e->tokenizer_, tokenizer::Tokenizer::FromGguf(e->model_->file()));
   e->grammar_index_ = grammar::TokenIndex::Build(*e->tokenizer_);
-  LOOM_ASSIGN_OR_RETURN(e->backend_, CreateBackend(config.backend, *e->model_,
-                                                   {.n_threads = config.n_threads}));
+  LOOM_ASSIGN_OR_RETURN(e->backend_,
+                        CreateBackend(config.backend, *e->model_, {.n_threads = config.n_threads}));
   // The paged KV cache: as many blocks as the budget holds, shared by all sequences. With
   // DuoAttention a block holds the retrieval heads only, and the streaming heads' fixed caches
   // (one per running sequence) come out of the same budget first.
@@ -130,10 +130,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
     const DuoLayout& d = *config.duo;
     if (d.n_layers() != mc.n_layers || d.n_kv_heads() != mc.n_kv_heads ||
         d.head_dim() != mc.head_dim) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "the DuoAttention layout is for ", d.n_layers(), " layers x ", d.n_kv_heads(),
-          " KV heads of ", d.head_dim(), "; the model has ", mc.n_layers, " x ", mc.n_kv_heads,
-          " of ", mc.head_dim));
+      return absl::InvalidArgumentError(
+          absl::StrCat("the DuoAttention layout is for ", d.n_layers(), " layers x ",
+                       d.n_kv_heads(), " KV heads of ", d.head_dim(), "; the model has ",
+                       mc.n_layers, " x ", mc.n_kv_heads, " of ", mc.head_dim));
     }
     bytes_per_token = d.RetrievalBytesPerToken();
     if (streaming) {
@@ -148,8 +148,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& confi
     const int64_t per_seq = (config.max_context + config.kv_block_size - 1) / config.kv_block_size;
     num_blocks = per_seq * config.max_num_seqs;
   } else {
-    LOOM_ASSIGN_OR_RETURN(num_blocks, kv::NumBlocksForBudget(paged_budget, bytes_per_token,
-                                                             config.kv_block_size));
+    LOOM_ASSIGN_OR_RETURN(
+        num_blocks, kv::NumBlocksForBudget(paged_budget, bytes_per_token, config.kv_block_size));
   }
   num_blocks = std::min(num_blocks, kv::KvCacheConfig::kMaxNumBlocks);
   const sched::SchedulerConfig sc{
@@ -221,15 +221,14 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(Request request) {
   if (request.prompt.empty()) return absl::InvalidArgumentError("the prompt is empty");
   for (int32_t t : request.prompt) {
     if (t < 0 || t >= vocab) {
-      return absl::InvalidArgumentError(absl::StrCat("token id ", t, " is out of range [0, ",
-                                                     vocab, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", t, " is out of range [0, ", vocab, ")"));
     }
   }
   if (request.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
   if (request.max_tokens > config_.max_tokens_cap) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens ", request.max_tokens,
-                                                   " exceeds the limit of ",
-                                                   config_.max_tokens_cap));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_tokens ", request.max_tokens, " exceeds the limit of ", config_.max_tokens_cap));
   }
   const int64_t need = static_cast<int64_t>(request.prompt.size()) + request.max_tokens;
   if (need > context) {
@@ -241,9 +240,9 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(Request request) {
   if (request.top_logprobs > 20) return absl::InvalidArgumentError("top_logprobs must be <= 20");
   // The last generated token's K/V is never written.
   if (need - 1 > max_seq_tokens_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the request needs more KV cache than the server has (", need - 1, " of ",
-        max_seq_tokens_, " token positions)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("the request needs more KV cache than the server has (", need - 1, " of ",
+                     max_seq_tokens_, " token positions)"));
   }
 
   auto seq = std::make_unique<Sequence>();

@@ -48,14 +48,14 @@ namespace loom::engine {
 
 struct EngineConfig {
   std::string backend = "cpu";
-  int n_threads = 0;                     // 0: one per core
-  int max_context = 4096;                // prompt + max_tokens per sequence (<= the model's)
-  int max_num_seqs = 16;                 // sequences in the running batch
-  int max_batched_tokens = 256;          // tokens per step: decodes first, then prefill chunks
-  int max_waiting = 256;                 // admission queue bound: beyond it Submit -> 429
-  int64_t kv_cache_bytes = 1ll << 30;    // KV memory (paged, shared by all sequences)
-  int kv_block_size = 16;                // token positions per KV block, [1, 1024]
-  int max_tokens_cap = 4096;             // upper bound on a request's max_tokens
+  int n_threads = 0;                   // 0: one per core
+  int max_context = 4096;              // prompt + max_tokens per sequence (<= the model's)
+  int max_num_seqs = 16;               // sequences in the running batch
+  int max_batched_tokens = 256;        // tokens per step: decodes first, then prefill chunks
+  int max_waiting = 256;               // admission queue bound: beyond it Submit -> 429
+  int64_t kv_cache_bytes = 1ll << 30;  // KV memory (paged, shared by all sequences)
+  int kv_block_size = 16;              // token positions per KV block, [1, 1024]
+  int max_tokens_cap = 4096;           // upper bound on a request's max_tokens
   // DuoAttention (engine/model/duo_layout.h, docs/duo_attention.md); null: plain attention. The
   // paged blocks then hold the retrieval heads only; with streaming heads, kv_cache_bytes also
   // pays for max_num_seqs fixed streaming caches and the snapshots below.
@@ -67,13 +67,13 @@ struct EngineConfig {
 };
 
 struct Request {
-  std::vector<int32_t> prompt;           // token ids (the front end renders and tokenizes)
+  std::vector<int32_t> prompt;  // token ids (the front end renders and tokenizes)
   int max_tokens = 256;
   sampler::SamplingParams sampling;
-  uint64_t default_seed = 0;             // used when sampling.seed is unset
-  std::vector<std::string> stop;         // stop strings (not part of the returned text)
-  bool stop_at_eog = true;               // end at the model's end-of-generation tokens
-  int top_logprobs = -1;                 // -1: no logprobs; 0..20: the chosen token's + top N
+  uint64_t default_seed = 0;      // used when sampling.seed is unset
+  std::vector<std::string> stop;  // stop strings (not part of the returned text)
+  bool stop_at_eog = true;        // end at the model's end-of-generation tokens
+  int top_logprobs = -1;          // -1: no logprobs; 0..20: the chosen token's + top N
   std::optional<std::chrono::steady_clock::time_point> deadline;  // per-request timeout
   // Structured output (engine/grammar): tokens are sampled only where they keep the text a prefix
   // of the grammar, end-of-generation only once it is complete; the request finishes with "stop"
@@ -89,13 +89,13 @@ struct Usage {
 
 // One event per generated token; the last one has `finished` set.
 struct StreamEvent {
-  int32_t token = -1;                    // -1 on a final event that carries no new token
-  std::string text;                      // UTF-8 released by this token (held back near stop strings)
+  int32_t token = -1;  // -1 on a final event that carries no new token
+  std::string text;    // UTF-8 released by this token (held back near stop strings)
   std::optional<sampler::TokenLogprobs> logprobs;
   bool finished = false;
-  std::string finish_reason;             // "stop", "length", "cancelled", "timeout", "error"
-  absl::Status status;                   // not OK when finish_reason == "error"
-  Usage usage;                           // filled on the final event
+  std::string finish_reason;  // "stop", "length", "cancelled", "timeout", "error"
+  absl::Status status;        // not OK when finish_reason == "error"
+  Usage usage;                // filled on the final event
 };
 
 // The reader's end of one request. Thread-safe; destroying it cancels the request.
@@ -120,7 +120,7 @@ class RequestStream {
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<StreamEvent> events_ ABSL_GUARDED_BY(mu_);
-  bool done_ ABSL_GUARDED_BY(mu_) = false;  // final event pushed
+  bool done_ ABSL_GUARDED_BY(mu_) = false;     // final event pushed
   bool drained_ ABSL_GUARDED_BY(mu_) = false;  // final event read
 };
 
@@ -132,9 +132,9 @@ struct EngineStats {
   double kv_cache_usage = 0;
   int64_t prompt_tokens_total = 0;
   int64_t generation_tokens_total = 0;
-  int64_t prefix_cache_queries = 0;      // prompt tokens looked up
-  int64_t prefix_cache_hits = 0;         // prompt tokens found cached
-  int64_t preemptions = 0;               // sequences sent back to be recomputed (KV ran out)
+  int64_t prefix_cache_queries = 0;  // prompt tokens looked up
+  int64_t prefix_cache_hits = 0;     // prompt tokens found cached
+  int64_t preemptions = 0;           // sequences sent back to be recomputed (KV ran out)
   int64_t steps = 0;
   // KV bytes (fp16 K and V) held for live sequences: paged blocks they reference (every head
   // without DuoAttention, the retrieval heads with it) and their streaming heads' fixed caches.
@@ -145,14 +145,14 @@ struct EngineStats {
   int64_t kv_streaming_capacity_bytes = 0;
   // DuoAttention's head pattern (EngineConfig::duo), fixed at Create().
   struct Duo {
-    bool enabled = false;        // a layout was given (it may have no streaming heads)
-    double sparsity = 0;         // streaming_kv_heads / total_kv_heads
-    int sink = 0;                // positions a streaming head keeps from the start...
-    int recent = 0;              // ...and from the end (0 and 0 when off)
-    int streaming_kv_heads = 0;  // over all layers
-    int total_kv_heads = 0;      // n_layers x n_kv_heads (whether on or off)
-    bool prefix_caching = true;  // with streaming heads: on when prefix snapshots are kept
-    int prefix_snapshots = 0;    // streaming-cache copies held for prefix caching...
+    bool enabled = false;               // a layout was given (it may have no streaming heads)
+    double sparsity = 0;                // streaming_kv_heads / total_kv_heads
+    int sink = 0;                       // positions a streaming head keeps from the start...
+    int recent = 0;                     // ...and from the end (0 and 0 when off)
+    int streaming_kv_heads = 0;         // over all layers
+    int total_kv_heads = 0;             // n_layers x n_kv_heads (whether on or off)
+    bool prefix_caching = true;         // with streaming heads: on when prefix snapshots are kept
+    int prefix_snapshots = 0;           // streaming-cache copies held for prefix caching...
     int prefix_snapshot_capacity = 0;   // ...at most (EngineConfig::duo_prefix_snapshots)
     int64_t prefix_snapshot_bytes = 0;  // their bytes now
   } duo;
@@ -163,9 +163,9 @@ struct RequestTimings {
   std::string finish_reason;
   int prompt_tokens = 0;
   int completion_tokens = 0;
-  double queue_seconds = 0;              // arrival to first scheduled
-  double ttft_seconds = 0;               // arrival to first token
-  double e2e_seconds = 0;                // arrival to finish
+  double queue_seconds = 0;  // arrival to first scheduled
+  double ttft_seconds = 0;   // arrival to first token
+  double e2e_seconds = 0;    // arrival to finish
   std::vector<double> inter_token_seconds;
 };
 
@@ -186,7 +186,9 @@ class Engine {
   // then cancels the rest. Returns true when everything finished in time.
   bool Drain(std::chrono::milliseconds timeout);
   // Called (from the loop thread) as each request ends; set before submitting anything.
-  void SetOnFinished(std::function<void(const RequestTimings&)> fn) { on_finished_ = std::move(fn); }
+  void SetOnFinished(std::function<void(const RequestTimings&)> fn) {
+    on_finished_ = std::move(fn);
+  }
 
   const tokenizer::Tokenizer& tokenizer() const { return *tokenizer_; }
   const Model& model() const { return *model_; }

@@ -69,8 +69,8 @@ void AttentionHeadBlocks(const float* q, const fp16_t* const* k_blocks,
                                             kv_stride, n_kv, head_dim, scale, scores, out);
   }
   if (cpu::UseAvx2()) {
-    return cpu::avx2::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size,
-                                          kv_stride, n_kv, head_dim, scale, scores, out);
+    return cpu::avx2::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size, kv_stride,
+                                          n_kv, head_dim, scale, scores, out);
   }
   cpu::scalar::AttentionHeadBlocks(q, k_blocks, v_blocks, head_offset, block_size, kv_stride, n_kv,
                                    head_dim, scale, scores, out);

@@ -2,8 +2,9 @@
 // one pass over a head's K and V. K comes in tiles of 64 positions, converted to f32 and
 // transposed (dims × positions) so that one broadcast q element times one K vector advances the
 // dot products of eight positions, in the same order of additions as AttentionHeadBlocks; V tiles
-// are converted once and multiplied by the probabilities of four rows at a time. Prefill at a few thousand tokens spent most of its time re-reading K and V row by row per
-// query (AttentionHeadBlocks); this reads each row once per group of rows.
+// are converted once and multiplied by the probabilities of four rows at a time. Prefill at a few
+// thousand tokens spent most of its time re-reading K and V row by row per query
+// (AttentionHeadBlocks); this reads each row once per group of rows.
 
 #include <immintrin.h>
 
@@ -64,7 +65,8 @@ void LoadKTile(const Paged& k, int64_t t0, int64_t n, int64_t head_dim, float* k
   for (int64_t i0 = 0; i0 < kTile; i0 += 8) {
     const int64_t m = std::min<int64_t>(8, n - i0);
     if (m <= 0) {
-      for (int64_t d = 0; d < head_dim; ++d) _mm256_storeu_ps(kt + d * kTile + i0, _mm256_setzero_ps());
+      for (int64_t d = 0; d < head_dim; ++d)
+        _mm256_storeu_ps(kt + d * kTile + i0, _mm256_setzero_ps());
       continue;
     }
     for (int64_t i = 0; i < m; ++i) rows[i] = k.Row(t0 + i0 + i);
@@ -176,10 +178,17 @@ void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t
             // (a0 + a1) + (a2 + a3): lanes holds a0, then a0 + a1; sum holds a2, then a2 + a3.
             for (int x = 0; x < kGroups; ++x) {
               switch (j) {
-                case 0: lanes[l][x] = a[x]; break;
-                case 1: lanes[l][x] = _mm256_add_ps(lanes[l][x], a[x]); break;
-                case 2: sum[x] = a[x]; break;
-                default: lanes[l][x] = _mm256_add_ps(lanes[l][x], _mm256_add_ps(sum[x], a[x]));
+                case 0:
+                  lanes[l][x] = a[x];
+                  break;
+                case 1:
+                  lanes[l][x] = _mm256_add_ps(lanes[l][x], a[x]);
+                  break;
+                case 2:
+                  sum[x] = a[x];
+                  break;
+                default:
+                  lanes[l][x] = _mm256_add_ps(lanes[l][x], _mm256_add_ps(sum[x], a[x]));
               }
             }
           }
@@ -229,11 +238,20 @@ void AttentionRowsBlocks(const float* const* q, float* const* out, const int64_t
     int m = 0;
     auto flush = [&]() {
       switch (m) {
-        case 1: AccumulatePVRows<1>(rows_out, rows_p, tile, n, head_dim); break;
-        case 2: AccumulatePVRows<2>(rows_out, rows_p, tile, n, head_dim); break;
-        case 3: AccumulatePVRows<3>(rows_out, rows_p, tile, n, head_dim); break;
-        case 4: AccumulatePVRows<4>(rows_out, rows_p, tile, n, head_dim); break;
-        default: break;
+        case 1:
+          AccumulatePVRows<1>(rows_out, rows_p, tile, n, head_dim);
+          break;
+        case 2:
+          AccumulatePVRows<2>(rows_out, rows_p, tile, n, head_dim);
+          break;
+        case 3:
+          AccumulatePVRows<3>(rows_out, rows_p, tile, n, head_dim);
+          break;
+        case 4:
+          AccumulatePVRows<4>(rows_out, rows_p, tile, n, head_dim);
+          break;
+        default:
+          break;
       }
       m = 0;
     };

@@ -18,12 +18,11 @@
 // zeros past a row's end, as in AVX2). Softmax: Exp on 16 elements at a time (the same operations
 // per element), the max, the double sums and the scalar tail in AVX2's order.
 
-#include "kernels/cpu/avx512_intrin.h"
-
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
+#include "kernels/cpu/avx512_intrin.h"
 #include "kernels/cpu/internal.h"
 
 namespace loom::kernels::cpu::avx512 {

@@ -93,8 +93,7 @@ void PackToken(const uint8_t* xrow, const Layout& l, uint8_t* out) {
     for (int h = 0; h < 2; ++h) {
       const uint8_t* blk = h == 0 ? a : b;
       const float d = blk != nullptr ? HalfToFloat(LoadU16(blk)) : 0.0f;
-      const float s =
-          blk != nullptr && !kQ4_0 ? HalfToFloat(LoadU16(blk + 2)) : 0.0f;
+      const float s = blk != nullptr && !kQ4_0 ? HalfToFloat(LoadU16(blk + 2)) : 0.0f;
       dx[2 * p + h] = d;
       sx[2 * p + h] = s;
       for (int i = 0; i < 4; ++i) {
@@ -300,8 +299,7 @@ void MatMulQ4(const void* w, size_t w_row_bytes, int64_t k, const void* x, size_
       for (int64_t b = 0; b < nbp; ++b) {
         const bool real = b < l.nb;
         s[2 * b] = real ? HalfToFloat(LoadU16(row + b * kB)) : 0.0f;
-        s[2 * b + 1] =
-            real && !kQ4_0 ? HalfToFloat(LoadU16(row + b * kB + 2)) : 0.0f;
+        s[2 * b + 1] = real && !kQ4_0 ? HalfToFloat(LoadU16(row + b * kB + 2)) : 0.0f;
       }
     }
     for (int64_t tt = 0; tt < ntiles; ++tt) {

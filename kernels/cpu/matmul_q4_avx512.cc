@@ -21,10 +21,9 @@
 // integer block sums are exact here as there (|isum| <= 32 * 15 * 128); Q4_0's -8 enters as
 // -8 * sum(x) of the block, the accumulator's start value.
 
-#include "kernels/cpu/avx512_intrin.h"
-
 #include <cstring>
 
+#include "kernels/cpu/avx512_intrin.h"
 #include "kernels/cpu/internal.h"
 
 namespace loom::kernels::cpu::avx512 {

@@ -26,7 +26,8 @@ inline float QuantizeBlock(const float* x, int8_t* qs, int* sum) {
   const float id = max_scalar != 0.0f ? 127.0f / max_scalar : 0.0f;
   const __m256 mul = _mm256_set1_ps(id);
   __m256i q[4];
-  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(
+  for (int i = 0; i < 4; ++i)
+    q[i] = _mm256_cvtps_epi32(
         _mm256_round_ps(_mm256_mul_ps(v[i], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   if (sum != nullptr) {
     const __m256i s = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));

@@ -275,8 +275,8 @@ class HttplibServer : public HttpServer {
       httplib::default_socket_options(sock);
       listen_fd = sock;
     });
-    const int bound = port == 0 ? svr_.bind_to_any_port(host)
-                                : (svr_.bind_to_port(host, port) ? port : -1);
+    const int bound =
+        port == 0 ? svr_.bind_to_any_port(host) : (svr_.bind_to_port(host, port) ? port : -1);
     svr_.set_socket_options(httplib::default_socket_options);  // the lambda's capture dies here
     if (bound <= 0) {
       return absl::UnavailableError(absl::StrCat("cannot listen on ", host, ":", port));

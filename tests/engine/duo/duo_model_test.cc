@@ -96,7 +96,8 @@ TEST_F(DuoModelTest, HalfStreamingEqualsFullWithinTheWindow) {
 TEST_F(DuoModelTest, SparsityZeroIsPlainAttentionWithPrefixCaching) {
   auto full = Make(0, 256, /*duo=*/false);
   auto duo = Make(0.0);
-  const std::string long_prompt = std::string(kPrompts[2]) +
+  const std::string long_prompt =
+      std::string(kPrompts[2]) +
       " there lived an old clockmaker who repaired every clock in the valley. " +
       "Each morning he opened his shop, wound the great clock on the wall, and waited.";
   EXPECT_EQ(Greedy(*duo, long_prompt, 24), Greedy(*full, long_prompt, 24));

@@ -1,6 +1,7 @@
 // Loom against llama.cpp on the real model: identical prompt tokens, identical greedy continuation,
 // and first-step top-10 logits within a stated tolerance. The reference numbers come from
-// tools/make_reference.py (llama-cpp-python) and are committed in tests/data/reference_llamacpp.json.
+// tools/make_reference.py (llama-cpp-python) and are committed in
+// tests/data/reference_llamacpp.json.
 //
 // llama.cpp quantizes activations (Q8_1 / Q8_0) for its quantized dot products, and so does Loom
 // with the same x86 formula, but the floating-point summation order differs (llama.cpp here was
@@ -91,7 +92,10 @@ TEST_F(ReferenceTest, GreedyAndLogitsMatchLlamaCpp) {
       std::vector<float> logits;
       // Prefill in 512-token chunks, as a server would.
       for (size_t p = 0; p < prompt.size(); p += 512) {
-        SeqBatch b{&kv, std::span<const int32_t>(prompt).subspan(p, std::min<size_t>(512, prompt.size() - p)), false};
+        SeqBatch b{
+            &kv,
+            std::span<const int32_t>(prompt).subspan(p, std::min<size_t>(512, prompt.size() - p)),
+            false};
         ASSERT_TRUE((*backend)->Forward({&b, 1}, &logits).ok());
       }
       // First-step top-10 logits.
@@ -117,8 +121,10 @@ TEST_F(ReferenceTest, GreedyAndLogitsMatchLlamaCpp) {
           ++near_tie_steps;
           if (free_running) {
             ++cut_cases;
-            std::printf("%s: free-running output would diverge at near-tie step %zu (llama.cpp "
-                        "margin %.4f)\n", name.c_str(), step, margins[step]);
+            std::printf(
+                "%s: free-running output would diverge at near-tie step %zu (llama.cpp "
+                "margin %.4f)\n",
+                name.c_str(), step, margins[step]);
           }
           free_running = false;
         } else {
@@ -131,11 +137,12 @@ TEST_F(ReferenceTest, GreedyAndLogitsMatchLlamaCpp) {
         ASSERT_TRUE((*backend)->Forward({&b, 1}, &logits).ok());
       }
     }
-    std::printf("threads=%d: %d/%d greedy steps identical to llama.cpp, %d differ at near-ties "
-                "(margin < %.2f); free-running, %d steps identical before %d/%zu cases meet a "
-                "near-tie; worst first-step top-10 logit difference %.4f\n",
-                threads, identical_steps, total_steps, near_tie_steps, kTieMargin,
-                free_running_steps, cut_cases, (*reference_)["cases"].size(), worst_logit);
+    std::printf(
+        "threads=%d: %d/%d greedy steps identical to llama.cpp, %d differ at near-ties "
+        "(margin < %.2f); free-running, %d steps identical before %d/%zu cases meet a "
+        "near-tie; worst first-step top-10 logit difference %.4f\n",
+        threads, identical_steps, total_steps, near_tie_steps, kTieMargin, free_running_steps,
+        cut_cases, (*reference_)["cases"].size(), worst_logit);
   }
 }
 

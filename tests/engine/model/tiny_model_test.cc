@@ -54,7 +54,8 @@ class TinyModel : public ::testing::Test {
 
   std::vector<float> Dequant(const WeightTensor& t) const {
     std::vector<float> out(t.ne0 * t.ne1);
-    for (int64_t r = 0; r < t.ne1; ++r) kernels::DequantizeRow(t.type, t.Row(r), &out[r * t.ne0], t.ne0);
+    for (int64_t r = 0; r < t.ne1; ++r)
+      kernels::DequantizeRow(t.type, t.Row(r), &out[r * t.ne0], t.ne0);
     return out;
   }
 
@@ -123,7 +124,8 @@ class TinyModel : public ::testing::Test {
         rope(k[t], kKvHeads, t);
         if (simulate_act_quant) {  // Loom's attention reads fp16 q, K and V
           for (auto* vec : {&q[t], &k[t], &v[t]})
-            for (double& e : *vec) e = kernels::Fp16ToFp32(kernels::Fp32ToFp16(static_cast<float>(e)));
+            for (double& e : *vec)
+              e = kernels::Fp16ToFp32(kernels::Fp32ToFp16(static_cast<float>(e)));
         }
       }
       for (int t = 0; t < T; ++t) {
@@ -134,7 +136,8 @@ class TinyModel : public ::testing::Test {
           double mx = -1e300;
           for (int u = 0; u <= t; ++u) {
             double d = 0;
-            for (int i = 0; i < kHeadDim; ++i) d += q[t][h * kHeadDim + i] * k[u][kh * kHeadDim + i];
+            for (int i = 0; i < kHeadDim; ++i)
+              d += q[t][h * kHeadDim + i] * k[u][kh * kHeadDim + i];
             s[u] = d / std::sqrt(static_cast<double>(kHeadDim));
             mx = std::max(mx, s[u]);
           }
@@ -142,7 +145,8 @@ class TinyModel : public ::testing::Test {
           for (double& e : s) sum += (e = std::exp(e - mx));
           for (int u = 0; u <= t; ++u) {
             double p = s[u] / sum;
-            if (simulate_act_quant) p = kernels::Fp16ToFp32(kernels::Fp32ToFp16(static_cast<float>(p)));
+            if (simulate_act_quant)
+              p = kernels::Fp16ToFp32(kernels::Fp32ToFp16(static_cast<float>(p)));
             for (int i = 0; i < kHeadDim; ++i) att[h * kHeadDim + i] += p * v[u][kh * kHeadDim + i];
           }
         }
@@ -162,7 +166,8 @@ class TinyModel : public ::testing::Test {
 
 // Compares the CPU forward with the naive one for prompts of 1, 7 and 40 tokens at 1-3 threads:
 // worst |difference| must stay under `rel_tolerance` of the largest logit.
-void ExpectMatchesNaive(const TinyModel& m, const Model& model, bool simulate, double rel_tolerance);
+void ExpectMatchesNaive(const TinyModel& m, const Model& model, bool simulate,
+                        double rel_tolerance);
 
 TEST_F(TinyModel, MatchesNaiveForwardExactlyWhereRoundingIsModelled) {
   // With Q8_0, F16 and F32 weights the naive forward can round and quantize activations exactly

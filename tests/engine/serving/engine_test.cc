@@ -211,8 +211,8 @@ TEST_F(EngineTest, PreemptionUnderATinyKvBudgetKeepsEveryOutput) {
   roomy.n_threads = 2;
   auto solo_engine = Make(roomy);
   std::vector<Outcome> solo;
-  for (const char* p : kPrompts) solo.push_back(Drain(**solo_engine->Submit(
-                                     Greedy(*solo_engine, p, 16))));
+  for (const char* p : kPrompts)
+    solo.push_back(Drain(**solo_engine->Submit(Greedy(*solo_engine, p, 16))));
   const ModelConfig& mc = solo_engine->model().config();
   const int64_t bytes_per_token = int64_t{2} * mc.n_layers * mc.kv_dim() * 2;
   EngineConfig tight;

@@ -14,10 +14,10 @@
 
 #include "engine/gguf/gguf.h"
 #include "engine/tokenizer/tokenizer.h"
-#include "tests/engine/tokenizer/real_vocab.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "tests/engine/tokenizer/real_vocab.h"
 
 namespace loom::tokenizer {
 namespace {

@@ -2,7 +2,6 @@
 // tokens on tiny hand-built vocabularies (no model needed), FromGguf through GgufWriter, and
 // round trips / streaming on the real SmolLM2 vocabulary when the model file is present.
 #include "engine/tokenizer/tokenizer.h"
-#include "tests/engine/tokenizer/real_vocab.h"
 
 #include <atomic>
 #include <cstdint>
@@ -19,6 +18,7 @@
 #include "engine/tokenizer/unicode.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/tokenizer/real_vocab.h"
 
 namespace loom::tokenizer {
 namespace {
@@ -26,7 +26,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
 
 // Byte-level encoding of raw bytes (GPT-2 bytes_to_unicode), as token texts are stored.
 std::string Enc(std::string_view raw) {

@@ -85,8 +85,8 @@ TEST_P(AttentionTest, BlocksMatchReferenceAndContiguous) {
                             n_kv, head_dim, scale, scores.data(), got.data());
         AttentionHead(q.data(), kc.data() + head_offset, vc.data() + head_offset, kv_stride, n_kv,
                       head_dim, scale, scores.data(), flat.data());
-        ref::AttentionHeadBlocks(q.data(), kb.data(), vb.data(), head_offset, block_size,
-                                 kv_stride, n_kv, head_dim, scale, want.data());
+        ref::AttentionHeadBlocks(q.data(), kb.data(), vb.data(), head_offset, block_size, kv_stride,
+                                 n_kv, head_dim, scale, want.data());
         for (int64_t d = 0; d < head_dim; ++d) {
           ASSERT_EQ(got[d], flat[d]) << "head_dim " << head_dim << " n_kv " << n_kv
                                      << " block_size " << block_size << " d " << d;

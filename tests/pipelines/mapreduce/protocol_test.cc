@@ -192,8 +192,9 @@ TEST(ProtocolTest, GroundedNotesHoldingMoreOfTheQuestionAreReadFirst) {
       "The pass key is 10297. Remember it. 10297 is the pass key.";
   ChunkResult mystery, needle;
   mystery.index = 46;
-  mystery.extracted = "The key to this mystery is to revisit that question, are they really worth "
-                      "100 of us?";
+  mystery.extracted =
+      "The key to this mystery is to revisit that question, are they really worth "
+      "100 of us?";
   mystery.confidence = 3.0;
   needle.index = 92;
   needle.extracted = "The pass key is 10297.";

@@ -36,16 +36,22 @@ TEST(MetricsTest, FollowsStatsAndFinishedRequests) {
   t.inter_token_seconds = {0.01, 0.02};
   m.OnFinished(t);
   std::string out = m.Render(s);
-  EXPECT_EQ(Line(out, "loom_num_requests_running{"), "loom_num_requests_running{model_name=\"SmolLM2\"} 3");
-  EXPECT_EQ(Line(out, "loom_num_requests_waiting{"), "loom_num_requests_waiting{model_name=\"SmolLM2\"} 2");
+  EXPECT_EQ(Line(out, "loom_num_requests_running{"),
+            "loom_num_requests_running{model_name=\"SmolLM2\"} 3");
+  EXPECT_EQ(Line(out, "loom_num_requests_waiting{"),
+            "loom_num_requests_waiting{model_name=\"SmolLM2\"} 2");
   EXPECT_NE(out.find("loom_kv_cache_usage_perc{model_name=\"SmolLM2\"} 0.25"), std::string::npos);
   EXPECT_NE(out.find("loom_prompt_tokens_total{model_name=\"SmolLM2\"} 100"), std::string::npos);
-  EXPECT_NE(out.find("loom_request_success_total{finished_reason=\"length\",model_name=\"SmolLM2\"} 1"),
-            std::string::npos) << out;
+  EXPECT_NE(
+      out.find("loom_request_success_total{finished_reason=\"length\",model_name=\"SmolLM2\"} 1"),
+      std::string::npos)
+      << out;
   EXPECT_NE(out.find("loom_inter_token_latency_seconds_count{model_name=\"SmolLM2\"} 2"),
             std::string::npos);
-  EXPECT_NE(out.find("loom_time_to_first_token_seconds_bucket{model_name=\"SmolLM2\",le=\"0.06\"} 1"),
-            std::string::npos) << out;
+  EXPECT_NE(
+      out.find("loom_time_to_first_token_seconds_bucket{model_name=\"SmolLM2\",le=\"0.06\"} 1"),
+      std::string::npos)
+      << out;
   // Counters add only what is new.
   s.prompt_tokens_total = 130;
   out = m.Render(s);
