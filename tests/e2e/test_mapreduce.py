@@ -22,13 +22,22 @@ QUESTION = "What is the pass key?"
 SETTINGS = {"task": "retrieval", "context_window": 1024, "max_tokens": 100}
 
 
+def essay_words(n):
+    """The first `n` words of the haystack essays in file order (fewer when they run out)."""
+    words = []
+    for path in sorted(glob.glob(os.path.join(ESSAYS, "*.txt"))):
+        if len(words) >= n:
+            break
+        with open(path, encoding="utf-8", errors="replace") as f:
+            words += f.read().split()
+    return words[:n]
+
+
 @pytest.fixture(scope="module")
 def document():
-    files = sorted(glob.glob(os.path.join(ESSAYS, "*.txt")))
-    if not files:
+    words = essay_words(900)
+    if not words:
         pytest.skip(f"no haystack essays under {ESSAYS}")
-    with open(files[0], encoding="utf-8", errors="replace") as f:
-        words = f.read().split()[:900]
     needle = f"The pass key is {KEY}. Remember it. {KEY} is the pass key."
     return " ".join(words[:450]) + "\n\n" + needle + "\n\n" + " ".join(words[450:])
 
@@ -146,10 +155,7 @@ def test_http_bad_input(mr_server, body, status, param):
 def test_http_collapse_bound_is_a_422(mr_server):
     """A summary of ~10K tokens in 1K-token calls leaves more notes than the reduce prompt holds;
     with no collapse rounds allowed that is the pipeline's 422, and with the default it is not."""
-    words = []
-    for path in sorted(glob.glob(os.path.join(ESSAYS, "*.txt"))):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            words += f.read().split()
+    words = essay_words(8000)
     if len(words) < 8000:
         pytest.skip(f"not enough haystack essays under {ESSAYS}")
     text = " ".join(words[:8000])
